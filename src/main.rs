@@ -1,0 +1,182 @@
+//! The `tessera` command line.
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tessera::app::{ServeOptions, XdsTls};
+use tessera::bootstrap::{BootstrapOptions, XdsClientTls};
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "xDS control plane for AI gateways: routes and upstream credentials for Envoy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve ADS to Envoy from a configuration file or directory (reloaded on change).
+    Serve {
+        /// A YAML file or a directory of YAML files.
+        #[arg(long, default_value = "config/example")]
+        config: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:18000")]
+        xds_address: SocketAddr,
+        /// Serves /healthz, /readyz, /status and /metrics.
+        #[arg(long, default_value = "127.0.0.1:18001")]
+        admin_address: SocketAddr,
+        /// Server certificate (PEM) for ADS over mTLS.
+        #[arg(long, requires_all = ["xds_tls_key", "xds_client_ca"])]
+        xds_tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "xds_tls_cert")]
+        xds_tls_key: Option<PathBuf>,
+        /// CA that Envoy client certificates must chain to.
+        #[arg(long, requires = "xds_tls_cert")]
+        xds_client_ca: Option<PathBuf>,
+        /// Allow plaintext xDS on a non-loopback address (provider keys travel in the clear).
+        #[arg(long)]
+        insecure_xds: bool,
+    },
+    /// Check a configuration; prints every error with file, document and field.
+    Validate {
+        #[arg(long, default_value = "config/example")]
+        config: PathBuf,
+    },
+    /// Print an Envoy bootstrap that gets everything else from Tessera over ADS.
+    Bootstrap {
+        #[arg(long)]
+        node_id: String,
+        /// Must equal a Gateway's spec.nodeCluster.
+        #[arg(long)]
+        node_cluster: String,
+        #[arg(long, default_value = "127.0.0.1:18000")]
+        xds_address: String,
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
+        /// Use incremental (DELTA_GRPC) xDS.
+        #[arg(long)]
+        delta: bool,
+        /// Client certificate (PEM) for mTLS to Tessera.
+        #[arg(long, requires_all = ["xds_tls_key", "xds_tls_ca"])]
+        xds_tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "xds_tls_cert")]
+        xds_tls_key: Option<PathBuf>,
+        /// CA that Tessera's server certificate must chain to.
+        #[arg(long, requires = "xds_tls_cert")]
+        xds_tls_ca: Option<PathBuf>,
+        /// Name Tessera's certificate must carry (also sent as SNI).
+        #[arg(long, requires = "xds_tls_cert")]
+        xds_server_name: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            config,
+            xds_address,
+            admin_address,
+            xds_tls_cert,
+            xds_tls_key,
+            xds_client_ca,
+            insecure_xds,
+        } => {
+            init_logging();
+            let tls = match (xds_tls_cert, xds_tls_key, xds_client_ca) {
+                (Some(cert), Some(key), Some(client_ca)) => Some(XdsTls { cert, key, client_ca }),
+                _ => None,
+            };
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            runtime.block_on(tessera::app::serve(ServeOptions {
+                config,
+                xds_address,
+                admin_address,
+                tls,
+                insecure_xds,
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { config } => match tessera::source::load(&config) {
+            Ok(loaded) => {
+                println!(
+                    "{}: valid ({} gateways, {} backends, {} security policies, {} routes)",
+                    config.display(),
+                    loaded.model.gateways.len(),
+                    loaded.model.backends.len(),
+                    loaded.model.policies.len(),
+                    loaded.model.routes.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{e}");
+                }
+                eprintln!("{}: {} error(s)", config.display(), errors.0.len());
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Bootstrap {
+            node_id,
+            node_cluster,
+            xds_address,
+            admin_port,
+            delta,
+            xds_tls_cert,
+            xds_tls_key,
+            xds_tls_ca,
+            xds_server_name,
+        } => {
+            let (host, port) = split_host_port(&xds_address)?;
+            let tls = match (xds_tls_cert, xds_tls_key, xds_tls_ca) {
+                (Some(cert), Some(key), Some(ca)) => Some(XdsClientTls {
+                    cert: std::path::absolute(cert)?,
+                    key: std::path::absolute(key)?,
+                    ca: std::path::absolute(ca)?,
+                    server_name: xds_server_name,
+                }),
+                _ => None,
+            };
+            let yaml = tessera::bootstrap::render(&BootstrapOptions {
+                node_id,
+                node_cluster,
+                xds_host: host,
+                xds_port: port,
+                admin_port,
+                delta,
+                tls,
+            })?;
+            print!("{yaml}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn split_host_port(address: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .with_context(|| format!("--xds-address {address:?} must be HOST:PORT"))?;
+    let port = port
+        .parse()
+        .with_context(|| format!("--xds-address {address:?}: invalid port"))?;
+    Ok((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

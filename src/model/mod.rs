@@ -1,0 +1,200 @@
+//! The validated domain model: plain data, cross-references already resolved.
+//!
+//! Sources (files, later Kubernetes) produce a [`Model`]; `translate` turns it into Envoy
+//! resources. Nothing here does I/O or knows about protobuf.
+
+mod secret;
+
+pub use secret::SecretString;
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Everything one configuration source currently defines, keyed by `metadata.name`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Model {
+    pub gateways: BTreeMap<String, Gateway>,
+    pub backends: BTreeMap<String, Backend>,
+    pub policies: BTreeMap<String, SecurityPolicy>,
+    pub routes: BTreeMap<String, Route>,
+}
+
+/// A set of Envoy listeners served to every node whose `node.cluster` equals `node_cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gateway {
+    pub name: String,
+    pub node_cluster: String,
+    pub listeners: Vec<Listener>,
+    /// CA bundle on the Envoy host used for https backends without their own `caFile`.
+    pub ca_bundle_path: String,
+}
+
+/// One listening socket of a gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Listener {
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+}
+
+/// The LLM provider a backend speaks to; decides the default credential header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Provider {
+    OpenAI,
+    AzureOpenAI,
+    Anthropic,
+    GoogleGemini,
+    Mistral,
+    AWSBedrock,
+    Generic,
+}
+
+/// Every header a client could use to smuggle a credential to a provider.
+pub const CLIENT_CREDENTIAL_HEADERS: [&str; 4] =
+    ["authorization", "api-key", "x-api-key", "x-goog-api-key"];
+
+impl Provider {
+    /// The header an API key goes in for this provider, and the prefix before the key.
+    pub fn api_key_header(self) -> (&'static str, &'static str) {
+        match self {
+            Provider::OpenAI | Provider::Mistral | Provider::Generic | Provider::AWSBedrock => {
+                ("authorization", "Bearer ")
+            }
+            Provider::AzureOpenAI => ("api-key", ""),
+            Provider::Anthropic => ("x-api-key", ""),
+            Provider::GoogleGemini => ("x-goog-api-key", ""),
+        }
+    }
+
+    /// Headers the provider requires on every request, added only when the client sent none.
+    pub fn fixed_headers(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Provider::Anthropic => &[("anthropic-version", "2023-06-01")],
+            _ => &[],
+        }
+    }
+}
+
+/// An upstream LLM endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Backend {
+    pub name: String,
+    pub provider: Provider,
+    pub endpoint: Endpoint,
+    /// Present exactly when the endpoint is `https`.
+    pub tls: Option<UpstreamTls>,
+    /// Name of the [`SecurityPolicy`] whose credential this backend carries.
+    pub security_policy: Option<String>,
+}
+
+/// Where a backend lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl Endpoint {
+    /// True when `host` is an IP literal rather than a DNS name.
+    pub fn host_is_ip(&self) -> bool {
+        self.host.parse::<std::net::IpAddr>().is_ok()
+    }
+
+    /// The Host header value: the host, with the port only when it is not the scheme's default.
+    pub fn authority(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// How Envoy verifies an https backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpstreamTls {
+    /// PEM of the CA the backend's certificate must chain to (read from `caFile`), if any.
+    pub ca_pem: Option<String>,
+    /// SNI to send; defaults to the endpoint host.
+    pub sni: Option<String>,
+}
+
+/// How a backend authenticates to its provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecurityPolicy {
+    pub name: String,
+    pub kind: PolicyKind,
+}
+
+/// The credential kinds; AWS and Azure short-lived credentials join here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum PolicyKind {
+    ApiKey(ApiKey),
+}
+
+/// A long-lived key attached as a header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKey {
+    pub source: KeySource,
+    /// Overrides the provider's default header.
+    pub header: Option<String>,
+    /// Overrides the provider's default prefix (e.g. `Bearer `).
+    pub prefix: Option<String>,
+}
+
+/// Where an API key's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum KeySource {
+    /// A file, watched; its trimmed content is the key; missing or empty means revoked.
+    File(PathBuf),
+    /// A key of a `v1 Secret` document; `value` is `None` when the Secret or key is gone.
+    Secret {
+        name: String,
+        key: String,
+        value: Option<SecretString>,
+    },
+}
+
+/// Ordered routing rules attached to a gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    pub name: String,
+    pub gateway: String,
+    pub rules: Vec<Rule>,
+}
+
+/// One rule: any of `matches` selects it (none means everything); traffic splits by weight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub matches: Vec<Match>,
+    pub backends: Vec<WeightedBackend>,
+}
+
+/// All conditions of a match must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Match {
+    pub path_prefix: Option<String>,
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// Exact header value match (`x-ai-model: gpt-4o`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeaderMatch {
+    pub name: String,
+    pub value: String,
+}
+
+/// A backend reference with its share of the traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WeightedBackend {
+    pub name: String,
+    pub weight: u32,
+}

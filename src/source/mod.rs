@@ -1,0 +1,6 @@
+//! Where definitions come from: a directory of YAML documents, reloaded when it changes.
+
+pub mod load;
+pub mod watch;
+
+pub use load::{ConfigErrors, Loaded, load};

@@ -1,0 +1,157 @@
+//! LDS listeners (HTTP connection manager with RDS) and their route configurations.
+
+use super::cluster::ads;
+use super::names;
+use crate::model::{Gateway, Route, Rule};
+use crate::xds::resource::to_any;
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, SocketAddress, address, socket_address::PortSpecifier,
+};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::route::v3::{
+    HeaderMatcher, Route as EnvoyRoute, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+    WeightedCluster, header_matcher::HeaderMatchSpecifier, route::Action,
+    route_action::ClusterSpecifier, route_action::HostRewriteSpecifier,
+    route_match::PathSpecifier, weighted_cluster::ClusterWeight,
+};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager::CodecType,
+    http_connection_manager::RouteSpecifier, http_filter,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
+use envoy_types::pb::google::protobuf::{BoolValue, Duration, UInt32Value};
+
+// LLM responses (long generations, streams) routinely outlast Envoy's 15 s default.
+const ROUTE_TIMEOUT_SECS: i64 = 300;
+
+/// The listener of one gateway listener; routes arrive separately over RDS.
+pub fn listener(gateway: &Gateway, l: &crate::model::Listener) -> Listener {
+    let name = names::listener(&gateway.name, &l.name);
+    let hcm = HttpConnectionManager {
+        stat_prefix: format!("{}_{}", gateway.name, l.name),
+        codec_type: CodecType::Auto as i32,
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: names::route_config(&gateway.name, &l.name),
+        })),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".to_owned(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(to_any(&Router::default()))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Listener {
+        name,
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: l.address.clone(),
+                port_specifier: Some(PortSpecifier::PortValue(u32::from(l.port))),
+                ..Default::default()
+            })),
+        }),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".to_owned(),
+                config_type: Some(filter::ConfigType::TypedConfig(to_any(&hcm))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The route table of one gateway listener: every rule of every Route attached to the
+/// gateway, Routes in name order and rules in their written order.
+pub fn route_config(gateway: &Gateway, l: &crate::model::Listener, routes: &[&Route]) -> RouteConfiguration {
+    let mut envoy_routes = Vec::new();
+    for route in routes {
+        for (i, rule) in route.rules.iter().enumerate() {
+            envoy_routes.extend(rule_routes(&route.name, i, rule));
+        }
+    }
+    RouteConfiguration {
+        name: names::route_config(&gateway.name, &l.name),
+        virtual_hosts: vec![VirtualHost {
+            name: gateway.name.clone(),
+            domains: vec!["*".to_owned()],
+            routes: envoy_routes,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn rule_routes(route: &str, index: usize, rule: &Rule) -> Vec<EnvoyRoute> {
+    let action = Action::Route(RouteAction {
+        cluster_specifier: Some(cluster_specifier(rule)),
+        host_rewrite_specifier: Some(HostRewriteSpecifier::AutoHostRewrite(BoolValue {
+            value: true,
+        })),
+        timeout: Some(Duration {
+            seconds: ROUTE_TIMEOUT_SECS,
+            nanos: 0,
+        }),
+        ..Default::default()
+    });
+    let matches: Vec<RouteMatch> = if rule.matches.is_empty() {
+        vec![prefix_match("/", Vec::new())]
+    } else {
+        rule.matches
+            .iter()
+            .map(|m| {
+                let headers = m
+                    .headers
+                    .iter()
+                    .map(|h| HeaderMatcher {
+                        name: h.name.clone(),
+                        header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(
+                            StringMatcher {
+                                match_pattern: Some(MatchPattern::Exact(h.value.clone())),
+                                ..Default::default()
+                            },
+                        )),
+                        ..Default::default()
+                    })
+                    .collect();
+                prefix_match(m.path_prefix.as_deref().unwrap_or("/"), headers)
+            })
+            .collect()
+    };
+    matches
+        .into_iter()
+        .enumerate()
+        .map(|(j, m)| EnvoyRoute {
+            name: names::route(route, index, j),
+            r#match: Some(m),
+            action: Some(action.clone()),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn prefix_match(prefix: &str, headers: Vec<HeaderMatcher>) -> RouteMatch {
+    RouteMatch {
+        path_specifier: Some(PathSpecifier::Prefix(prefix.to_owned())),
+        headers,
+        ..Default::default()
+    }
+}
+
+fn cluster_specifier(rule: &Rule) -> ClusterSpecifier {
+    match rule.backends.as_slice() {
+        [only] => ClusterSpecifier::Cluster(names::cluster(&only.name)),
+        many => ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: many
+                .iter()
+                .map(|b| ClusterWeight {
+                    name: names::cluster(&b.name),
+                    weight: Some(UInt32Value { value: b.weight }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    }
+}

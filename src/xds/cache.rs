@@ -1,0 +1,183 @@
+//! The resource cache: the latest translated configuration and credentials, protocol-free.
+//!
+//! Writers replace parts of an immutable [`State`]; every ADS stream holds a `watch` receiver
+//! and diffs the new state against what it last sent, so a rotation costs each stream a few
+//! map lookups and sends only what changed.
+
+use super::resource::{Resource, set_version, type_url};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Resources of one type with their SotW version.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TypeSet {
+    pub version: String,
+    pub resources: BTreeMap<String, Arc<Resource>>,
+}
+
+impl TypeSet {
+    /// Builds a set; the version is derived from content, so it survives restarts.
+    pub fn new(resources: impl IntoIterator<Item = Arc<Resource>>) -> Self {
+        let resources: BTreeMap<_, _> = resources.into_iter().map(|r| (r.name.clone(), r)).collect();
+        Self {
+            version: set_version(resources.values()),
+            resources,
+        }
+    }
+}
+
+/// Everything one gateway's nodes receive, except credential values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GatewayConfig {
+    pub clusters: TypeSet,
+    pub listeners: TypeSet,
+    pub routes: TypeSet,
+    /// Names of SDS secrets and ECDS configs this gateway's clusters reference: the only
+    /// credential resources its nodes may receive.
+    pub credentials: BTreeSet<String>,
+}
+
+/// Who is asking: what the stream knows about the connected Envoy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeIdentity {
+    pub id: String,
+    pub cluster: String,
+}
+
+/// An immutable view of everything served; replaced whole on every change.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Gateways by the `node.cluster` they serve.
+    pub gateways: HashMap<String, Arc<GatewayConfig>>,
+    /// SDS secrets and ECDS extension configs by name.
+    pub credentials: HashMap<String, Arc<Resource>>,
+}
+
+impl State {
+    /// The gateway a node belongs to; the one place that maps nodes to configuration, so
+    /// binding gateways to client certificate identities later changes only this.
+    pub fn gateway_for(&self, node: &NodeIdentity) -> Option<&Arc<GatewayConfig>> {
+        self.gateways.get(&node.cluster)
+    }
+
+    /// The resources of `type_url` a node may see, restricted to `requested` for named types.
+    pub fn visible(
+        &self,
+        node: &NodeIdentity,
+        type_url: &str,
+        requested: &BTreeSet<String>,
+    ) -> Vec<Arc<Resource>> {
+        let Some(gateway) = self.gateway_for(node) else {
+            return Vec::new();
+        };
+        let pick = |set: &TypeSet| -> Vec<Arc<Resource>> {
+            requested
+                .iter()
+                .filter_map(|n| set.resources.get(n).cloned())
+                .collect()
+        };
+        match type_url {
+            type_url::CLUSTER => gateway.clusters.resources.values().cloned().collect(),
+            type_url::LISTENER => gateway.listeners.resources.values().cloned().collect(),
+            type_url::ROUTE => pick(&gateway.routes),
+            t if type_url::carries_credentials(t) => requested
+                .iter()
+                .filter(|n| gateway.credentials.contains(*n))
+                .filter_map(|n| self.credentials.get(n))
+                .filter(|r| r.any.type_url == t)
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Shared handle to the served state.
+#[derive(Debug)]
+pub struct Cache {
+    tx: watch::Sender<Arc<State>>,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Cache {
+    /// An empty cache: nodes get empty CDS/LDS until the first configuration is published.
+    pub fn new() -> Self {
+        let (tx, _) = watch::channel(Arc::new(State::default()));
+        Self { tx }
+    }
+
+    /// A receiver that wakes on every change.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<State>> {
+        self.tx.subscribe()
+    }
+
+    /// The current state.
+    pub fn state(&self) -> Arc<State> {
+        self.tx.borrow().clone()
+    }
+
+    /// Publishes a new configuration together with the credentials it needs, atomically, so
+    /// no node ever sees a cluster whose credential has not arrived.
+    pub fn publish(
+        &self,
+        gateways: HashMap<String, Arc<GatewayConfig>>,
+        credentials: impl IntoIterator<Item = Arc<Resource>>,
+    ) {
+        let credentials: Vec<_> = credentials.into_iter().collect();
+        self.tx.send_if_modified(|state| {
+            let mut creds = state.credentials.clone();
+            let mut changed = false;
+            for r in credentials {
+                changed |= insert_if_new(&mut creds, r);
+            }
+            // A credential no gateway references any more is forgotten, not kept in memory.
+            let before = creds.len();
+            creds.retain(|name, _| gateways.values().any(|g| g.credentials.contains(name)));
+            changed |= creds.len() != before;
+            let gateways_changed = state.gateways != gateways;
+            if !(changed || gateways_changed) {
+                return false;
+            }
+            *state = Arc::new(State {
+                gateways,
+                credentials: creds,
+            });
+            true
+        });
+    }
+
+    /// Replaces credential resources (a rotation or revocation); returns whether anything changed.
+    pub fn set_credentials(&self, credentials: impl IntoIterator<Item = Arc<Resource>>) -> bool {
+        let credentials: Vec<_> = credentials.into_iter().collect();
+        self.tx.send_if_modified(|state| {
+            let mut creds = state.credentials.clone();
+            let mut changed = false;
+            for r in credentials {
+                changed |= insert_if_new(&mut creds, r);
+            }
+            if changed {
+                *state = Arc::new(State {
+                    gateways: state.gateways.clone(),
+                    credentials: creds,
+                });
+            }
+            changed
+        })
+    }
+}
+
+fn insert_if_new(map: &mut HashMap<String, Arc<Resource>>, r: Arc<Resource>) -> bool {
+    match map.get(&r.name) {
+        Some(old) if old.version == r.version && old.any.type_url == r.any.type_url => false,
+        _ => {
+            map.insert(r.name.clone(), r);
+            true
+        }
+    }
+}

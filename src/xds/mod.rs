@@ -1,0 +1,11 @@
+//! xDS: the resource cache and the ADS gRPC service that serves it.
+
+pub mod cache;
+pub mod resource;
+pub mod server;
+pub mod status;
+
+pub use cache::{Cache, GatewayConfig, NodeIdentity, State, TypeSet};
+pub use resource::{Resource, type_url};
+pub use server::AdsService;
+pub use status::Registry;

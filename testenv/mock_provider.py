@@ -1,0 +1,145 @@
+"""Mock LLM provider for Tessera's integration tests.
+
+Stands in for an upstream such as OpenAI, Anthropic or Bedrock behind Envoy.
+Every request is recorded exactly as it arrived (raw path, header pairs with
+lowercased names, body) and answered with 200 and a JSON echo:
+    {"provider": NAME, "method": ..., "path": ..., "headers": {name: value}}
+Control paths, answered directly and never recorded:
+    GET /__requests     the recorded requests, as a JSON list
+    DELETE /__requests  forget them (200, {})
+    GET /__health       200
+Standard library only. Usage:
+    mock_provider.py --name NAME --port PORT [--host 127.0.0.1]
+                     [--tls-cert PEM --tls-key PEM] [--port-file PATH]
+With --port 0 the kernel picks the port; the actual one is written to
+--port-file (atomically) and printed as "READY <port>" once listening.
+"""
+
+import argparse
+import json
+import os
+import signal
+import ssl
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # the default backlog of 5 drops bursts of connects
+
+    def __init__(self, address, name):
+        super().__init__(address, Handler)
+        self.name = name
+        self.recorded = []
+        self.lock = threading.Lock()
+
+    def handle_error(self, request, client_address):
+        print(f"mock_provider {self.name}: error serving {client_address}: "
+              f"{sys.exc_info()[1]!r}", file=sys.stderr)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive; every response has Content-Length
+    disable_nagle_algorithm = True  # else Nagle + delayed ACK add ~40 ms a request
+
+    def setup(self):
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.do_handshake()  # in this worker thread, not the accept loop
+        super().setup()
+
+    def log_message(self, format, *args):
+        pass  # silent: no line per request
+
+    def read_body(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()  # CRLF after each chunk
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def reply(self, status, payload):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def handle_any(self):
+        body = self.read_body()
+        server = self.server
+        if self.path == "/__requests" and self.command == "GET":
+            with server.lock:
+                return self.reply(200, list(server.recorded))
+        if self.path == "/__requests" and self.command == "DELETE":
+            with server.lock:
+                server.recorded.clear()
+            return self.reply(200, {})
+        if self.path == "/__health" and self.command == "GET":
+            return self.reply(200, {"provider": server.name, "status": "ok"})
+
+        pairs = [[k.lower(), v] for k, v in self.headers.items()]
+        joined = {}
+        for k, v in pairs:
+            joined[k] = f"{joined[k]}, {v}" if k in joined else v
+        with server.lock:
+            server.recorded.append({
+                "method": self.command,
+                "path": self.path,  # raw request-target, not percent-decoded
+                "headers": pairs,
+                "body": body.decode("utf-8", errors="replace"),
+            })
+        self.reply(200, {"provider": server.name, "method": self.command,
+                         "path": self.path, "headers": joined})
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
+    do_HEAD = do_OPTIONS = handle_any
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--name", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+    p.add_argument("--port-file")
+    args = p.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        p.error("--tls-cert and --tls-key go together")
+
+    server = Server((args.host, args.port), args.name)
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        ctx.set_alpn_protocols(["http/1.1"])
+        server.socket = ctx.wrap_socket(server.socket, server_side=True,
+                                        do_handshake_on_connect=False)
+    port = server.server_address[1]
+    if args.port_file:
+        tmp = f"{args.port_file}.tmp.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(f"{port}\n")
+        os.replace(tmp, args.port_file)
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"READY {port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
