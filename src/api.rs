@@ -1,1 +1,212 @@
-//! placeholder
+//! The public configuration schema (`tessera.dev/v1alpha1`) as serde types.
+//!
+//! These are the wire types users write; they become Kubernetes CRDs later, which is why
+//! they are plain camelCase structs with `Option`s and no internally tagged enums.
+//! Validation and reference resolution happen in `source::load`, producing a `model::Model`.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// `apiVersion` of every Tessera kind.
+pub const API_VERSION: &str = "tessera.dev/v1alpha1";
+/// `apiVersion` of the Kubernetes core `Secret`.
+pub const SECRET_API_VERSION: &str = "v1";
+/// Listener address used when `address` is omitted.
+pub const DEFAULT_LISTENER_ADDRESS: &str = "0.0.0.0";
+/// CA bundle used when a gateway sets no `caBundlePath`.
+pub const DEFAULT_CA_BUNDLE_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// A Kubernetes-style document: `apiVersion`, `kind`, `metadata`, `spec`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Object<S> {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: S,
+}
+
+/// A `Gateway` document.
+pub type Gateway = Object<GatewaySpec>;
+/// A `Backend` document.
+pub type Backend = Object<BackendSpec>;
+/// A `BackendSecurityPolicy` document.
+pub type BackendSecurityPolicy = Object<BackendSecurityPolicySpec>;
+/// A `Route` document.
+pub type Route = Object<RouteSpec>;
+
+/// Object metadata; only `name` carries meaning for Tessera.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    /// Defaulted so that a missing name is reported as `metadata.name`, not `metadata`.
+    #[serde(default)]
+    pub name: String,
+    pub namespace: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// Listeners served to the Envoy nodes of one `node.cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewaySpec {
+    pub node_cluster: String,
+    pub listeners: Vec<ListenerSpec>,
+    /// Defaults to [`DEFAULT_CA_BUNDLE_PATH`].
+    pub ca_bundle_path: Option<String>,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerSpec {
+    pub name: String,
+    /// Wider than `u16` so that out-of-range ports get a range error, not a type error.
+    pub port: u32,
+    /// An IP literal; defaults to [`DEFAULT_LISTENER_ADDRESS`].
+    pub address: Option<String>,
+}
+
+/// The LLM provider behind a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum Provider {
+    OpenAI,
+    AzureOpenAI,
+    Anthropic,
+    GoogleGemini,
+    Mistral,
+    AWSBedrock,
+    Generic,
+}
+
+/// An upstream LLM endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendSpec {
+    pub provider: Provider,
+    /// `http(s)://host[:port]`, nothing else.
+    pub endpoint: String,
+    /// Only valid with an `https` endpoint.
+    pub tls: Option<BackendTls>,
+    /// Name of a `BackendSecurityPolicy`.
+    pub security_policy: Option<String>,
+}
+
+/// How to verify an https backend.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendTls {
+    /// PEM CA file, relative to the YAML file's directory; read at load time.
+    pub ca_file: Option<String>,
+    pub sni: Option<String>,
+}
+
+/// The credential kinds a policy may declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum PolicyType {
+    APIKey,
+    /// Reserved; rejected by the loader until implemented.
+    AWSCredentials,
+    /// Reserved; rejected by the loader until implemented.
+    AzureCredentials,
+}
+
+/// A credential; exactly the block matching `type` must be present.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendSecurityPolicySpec {
+    #[serde(rename = "type")]
+    pub type_: PolicyType,
+    pub api_key: Option<ApiKeySpec>,
+}
+
+/// A long-lived API key; exactly one of `file` and `secretRef`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiKeySpec {
+    /// Key file, relative to the YAML file's directory; a missing file means revoked.
+    pub file: Option<String>,
+    pub secret_ref: Option<SecretKeyRef>,
+    /// Overrides the provider's default header.
+    pub header: Option<String>,
+    /// Overrides the provider's default prefix.
+    pub prefix: Option<String>,
+}
+
+/// One key of a `v1 Secret`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+/// Routing rules attached to a gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteSpec {
+    pub gateway: String,
+    pub rules: Vec<RuleSpec>,
+}
+
+/// Any of `matches` selects the rule (none means everything); traffic splits by weight.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleSpec {
+    pub matches: Option<Vec<MatchSpec>>,
+    pub backends: Vec<BackendRef>,
+}
+
+/// All conditions must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MatchSpec {
+    pub path_prefix: Option<String>,
+    pub headers: Option<Vec<HeaderMatchSpec>>,
+}
+
+/// Exact header value match.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderMatchSpec {
+    pub name: String,
+    pub value: String,
+}
+
+/// A backend and its share of the rule's traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendRef {
+    pub name: String,
+    /// Defaults to 1.
+    pub weight: Option<u32>,
+}
+
+/// A Kubernetes core `v1 Secret`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Secret {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    /// Base64-encoded values.
+    pub data: Option<SecretData>,
+    /// Plain values; win over `data` for the same key.
+    pub string_data: Option<SecretData>,
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub immutable: Option<bool>,
+}
+
+/// Secret values by key; `Debug` shows the keys only.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretData(pub BTreeMap<String, String>);
+
+impl fmt::Debug for SecretData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}

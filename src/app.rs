@@ -153,18 +153,24 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn xds_server(opts: &ServeOptions, state: Arc<AppState>) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
+async fn xds_server(
+    opts: &ServeOptions,
+    state: Arc<AppState>,
+) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
     let service = AdsService::new(state.cache.clone(), state.registry.clone());
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
     if let Some(tls) = &opts.tls {
-        let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+        let read =
+            |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
         let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
         let config = ServerTlsConfig::new()
             .identity(identity)
             .client_ca_root(Certificate::from_pem(read(&tls.client_ca)?));
-        builder = builder.tls_config(config).context("invalid xDS TLS configuration")?;
+        builder = builder
+            .tls_config(config)
+            .context("invalid xDS TLS configuration")?;
     }
     let listener = tokio::net::TcpListener::bind(opts.xds_address)
         .await
@@ -225,7 +231,10 @@ impl Reconciler {
             return path == self.config;
         }
         path.parent() == Some(self.config.as_path())
-            && matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+            && matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            )
     }
 
     fn reread_key(&mut self, path: &Path) {
@@ -237,10 +246,17 @@ impl Reconciler {
         self.state.cache.set_credentials(resources);
         for (name, key_state, _) in &changed {
             self.state.record_credential(name, key_state);
-            self.state.metrics.credential_updates.fetch_add(1, Ordering::Relaxed);
+            self.state
+                .metrics
+                .credential_updates
+                .fetch_add(1, Ordering::Relaxed);
             match key_state {
-                KeyState::Present(_) => info!(credential = %name, file = %path.display(), "credential rotated"),
-                KeyState::Revoked(why) => warn!(credential = %name, reason = %why, "credential revoked: Envoy answers 401 for its backends"),
+                KeyState::Present(_) => {
+                    info!(credential = %name, file = %path.display(), "credential rotated")
+                }
+                KeyState::Revoked(why) => {
+                    warn!(credential = %name, reason = %why, "credential revoked: Envoy answers 401 for its backends")
+                }
             }
         }
     }
@@ -257,7 +273,11 @@ impl Reconciler {
                     self.state.record_credential(name, key_state);
                 }
                 let mut dirs: Vec<PathBuf> = keys.files().map(|f| parent_dir(f)).collect();
-                dirs.push(if self.config.is_dir() { self.config.clone() } else { parent_dir(&self.config) });
+                dirs.push(if self.config.is_dir() {
+                    self.config.clone()
+                } else {
+                    parent_dir(&self.config)
+                });
                 self.watcher.set_dirs(dirs);
                 self.keys = keys;
                 info!(
@@ -276,7 +296,10 @@ impl Reconciler {
                         last_error: None,
                     };
                 }
-                self.state.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                self.state
+                    .metrics
+                    .reloads_ok
+                    .fetch_add(1, Ordering::Relaxed);
                 self.state.ready.store(true, Ordering::Relaxed);
             }
             Err(errors) => {
@@ -289,13 +312,20 @@ impl Reconciler {
                 );
                 // Keep watching the directory so a fix is picked up.
                 if !self.state.ready.load(Ordering::Relaxed) {
-                    let dir = if self.config.is_dir() { self.config.clone() } else { parent_dir(&self.config) };
+                    let dir = if self.config.is_dir() {
+                        self.config.clone()
+                    } else {
+                        parent_dir(&self.config)
+                    };
                     self.watcher.set_dirs([dir]);
                 }
                 if let Ok(mut s) = self.state.config_status.write() {
                     s.last_error = Some(errors.to_string());
                 }
-                self.state.metrics.reloads_rejected.fetch_add(1, Ordering::Relaxed);
+                self.state
+                    .metrics
+                    .reloads_rejected
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -66,14 +66,19 @@ fn bootstrap(opts: &BootstrapOptions) -> Value {
             }
         });
         if let Some(name) = &tls.server_name {
-            let san_type = if name.parse::<std::net::IpAddr>().is_ok() { "IP_ADDRESS" } else { "DNS" };
+            let san_type = if name.parse::<std::net::IpAddr>().is_ok() {
+                "IP_ADDRESS"
+            } else {
+                "DNS"
+            };
             validation["match_typed_subject_alt_names"] =
                 json!([{"san_type": san_type, "matcher": {"exact": name}}]);
             context["sni"] = json!(name);
         }
         context["common_tls_context"]["validation_context"] = validation;
-        context["@type"] =
-            json!("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext");
+        context["@type"] = json!(
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+        );
         xds_cluster["transport_socket"] =
             json!({"name": "envoy.transport_sockets.tls", "typed_config": context});
     }
@@ -118,6 +123,9 @@ mod tests {
         assert!(yaml.contains("DELTA_GRPC"), "{yaml}");
         assert!(yaml.contains("UpstreamTlsContext"), "{yaml}");
         assert!(yaml.contains("tessera.local"), "{yaml}");
-        assert!(!yaml.contains("sds_config"), "no static SDS reference: {yaml}");
+        assert!(
+            !yaml.contains("sds_config"),
+            "no static SDS reference: {yaml}"
+        );
     }
 }

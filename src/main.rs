@@ -10,7 +10,11 @@ use tessera::app::{ServeOptions, XdsTls};
 use tessera::bootstrap::{BootstrapOptions, XdsClientTls};
 
 #[derive(Parser)]
-#[command(name = "tessera", version, about = "xDS control plane for AI gateways: routes and upstream credentials for Envoy")]
+#[command(
+    name = "tessera",
+    version,
+    about = "xDS control plane for AI gateways: routes and upstream credentials for Envoy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -96,7 +100,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             init_logging();
             let tls = match (xds_tls_cert, xds_tls_key, xds_client_ca) {
-                (Some(cert), Some(key), Some(client_ca)) => Some(XdsTls { cert, key, client_ca }),
+                (Some(cert), Some(key), Some(client_ca)) => Some(XdsTls {
+                    cert,
+                    key,
+                    client_ca,
+                }),
                 _ => None,
             };
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
@@ -172,11 +180,19 @@ fn split_host_port(address: &str) -> anyhow::Result<(String, u16)> {
     let port = port
         .parse()
         .with_context(|| format!("--xds-address {address:?}: invalid port"))?;
-    Ok((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port))
+    Ok((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port,
+    ))
 }
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -24,12 +24,19 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if state.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no valid configuration loaded yet\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no valid configuration loaded yet\n",
+        )
     }
 }
 
 async fn status(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let config = state.config_status.read().map(|s| s.clone()).unwrap_or_default();
+    let config = state
+        .config_status
+        .read()
+        .map(|s| s.clone())
+        .unwrap_or_default();
     let credentials: Vec<_> = state
         .credentials
         .iter()
@@ -47,16 +54,54 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let r = &state.registry;
     let m = &state.metrics;
     let lines: [(&str, &str, &str, u64); 7] = [
-        ("tessera_xds_streams", "gauge", "Connected ADS streams.", r.streams.len() as u64),
-        ("tessera_xds_responses_total", "counter", "xDS responses sent.", r.responses_total.load(Ordering::Relaxed)),
-        ("tessera_xds_nacks_total", "counter", "Updates Envoy rejected.", r.nacks_total.load(Ordering::Relaxed)),
-        ("tessera_config_reloads_total", "counter", "Configurations applied.", m.reloads_ok.load(Ordering::Relaxed)),
-        ("tessera_config_rejected_total", "counter", "Configurations rejected as invalid.", m.reloads_rejected.load(Ordering::Relaxed)),
-        ("tessera_credential_updates_total", "counter", "Credential rotations and revocations pushed.", m.credential_updates.load(Ordering::Relaxed)),
-        ("tessera_ready", "gauge", "1 once a valid configuration is served.", u64::from(state.ready.load(Ordering::Relaxed))),
+        (
+            "tessera_xds_streams",
+            "gauge",
+            "Connected ADS streams.",
+            r.streams.len() as u64,
+        ),
+        (
+            "tessera_xds_responses_total",
+            "counter",
+            "xDS responses sent.",
+            r.responses_total.load(Ordering::Relaxed),
+        ),
+        (
+            "tessera_xds_nacks_total",
+            "counter",
+            "Updates Envoy rejected.",
+            r.nacks_total.load(Ordering::Relaxed),
+        ),
+        (
+            "tessera_config_reloads_total",
+            "counter",
+            "Configurations applied.",
+            m.reloads_ok.load(Ordering::Relaxed),
+        ),
+        (
+            "tessera_config_rejected_total",
+            "counter",
+            "Configurations rejected as invalid.",
+            m.reloads_rejected.load(Ordering::Relaxed),
+        ),
+        (
+            "tessera_credential_updates_total",
+            "counter",
+            "Credential rotations and revocations pushed.",
+            m.credential_updates.load(Ordering::Relaxed),
+        ),
+        (
+            "tessera_ready",
+            "gauge",
+            "1 once a valid configuration is served.",
+            u64::from(state.ready.load(Ordering::Relaxed)),
+        ),
     ];
     for (name, kind, help, value) in lines {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

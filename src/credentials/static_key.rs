@@ -75,7 +75,10 @@ impl StaticKeys {
 
     /// SDS secrets for every key, revoked ones empty.
     pub fn resources(&self) -> Vec<Arc<Resource>> {
-        self.states.iter().map(|(name, state)| to_resource(name, state)).collect()
+        self.states
+            .iter()
+            .map(|(name, state)| to_resource(name, state))
+            .collect()
     }
 
     /// Files to watch.
@@ -128,7 +131,10 @@ mod tests {
         std::fs::write(&path, "  \n").unwrap();
         assert!(matches!(read_key_file(&path), KeyState::Revoked(_)));
         std::fs::write(&path, "sk-1\n").unwrap();
-        assert_eq!(read_key_file(&path), KeyState::Present(SecretString::new("sk-1")));
+        assert_eq!(
+            read_key_file(&path),
+            KeyState::Present(SecretString::new("sk-1"))
+        );
         let shown = format!("{:?}", read_key_file(&path));
         assert!(!shown.contains("sk-1"), "{shown}");
     }

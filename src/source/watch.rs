@@ -25,8 +25,8 @@ impl DirWatcher {
     /// Starts a watcher whose events arrive on the returned receiver.
     pub fn new() -> notify::Result<(Self, mpsc::UnboundedReceiver<Change>)> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            match res {
+        let watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
                 Ok(event) => {
                     let settled = match event.kind {
                         EventKind::Access(notify::event::AccessKind::Close(
@@ -41,8 +41,7 @@ impl DirWatcher {
                     }
                 }
                 Err(e) => warn!(error = %e, "file watcher error"),
-            }
-        })?;
+            })?;
         Ok((
             Self {
                 watcher,

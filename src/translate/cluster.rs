@@ -27,11 +27,13 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::http::injected_credentials::generic::v3::Generic;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, SdsSecretConfig, SubjectAltNameMatcher,
-    UpstreamTlsContext, common_tls_context::ValidationContextType, subject_alt_name_matcher::SanType,
+    UpstreamTlsContext, common_tls_context::ValidationContextType,
+    subject_alt_name_matcher::SanType,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options::ExplicitHttpConfig,
-    http_protocol_options::UpstreamProtocolOptions, http_protocol_options::explicit_http_config::ProtocolConfig,
+    http_protocol_options::UpstreamProtocolOptions,
+    http_protocol_options::explicit_http_config::ProtocolConfig,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
 use envoy_types::pb::google::protobuf::Duration;
@@ -97,7 +99,12 @@ pub fn cluster(backend: &Backend, policy: Option<&SecurityPolicy>, gateway: &Gat
                 Some(pem) => Specifier::InlineString(pem.clone()),
                 None => Specifier::Filename(gateway.ca_bundle_path.clone()),
             };
-            upstream_tls(&endpoint.host, endpoint.host_is_ip(), tls.sni.as_deref(), ca)
+            upstream_tls(
+                &endpoint.host,
+                endpoint.host_is_ip(),
+                tls.sni.as_deref(),
+                ca,
+            )
         }),
         typed_extension_protocol_options: [(
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
@@ -120,7 +127,11 @@ fn socket_address(host: &str, port: u16) -> Address {
 
 /// TLS to the provider: verification always on, SAN pinned to the endpoint host.
 fn upstream_tls(host: &str, host_is_ip: bool, sni: Option<&str>, ca: Specifier) -> TransportSocket {
-    let san_type = if host_is_ip { SanType::IpAddress } else { SanType::Dns };
+    let san_type = if host_is_ip {
+        SanType::IpAddress
+    } else {
+        SanType::Dns
+    };
     let context = UpstreamTlsContext {
         sni: sni.unwrap_or(host).to_owned(),
         common_tls_context: Some(CommonTlsContext {
@@ -200,7 +211,10 @@ fn upstream_filters(backend: &Backend, policy: Option<&SecurityPolicy>) -> Vec<H
                         name: names::credential(&policy.name),
                         sds_config: Some(ads()),
                     }),
-                    header: key.header.clone().unwrap_or_else(|| default_header.to_owned()),
+                    header: key
+                        .header
+                        .clone()
+                        .unwrap_or_else(|| default_header.to_owned()),
                     header_value_prefix: key
                         .prefix
                         .clone()

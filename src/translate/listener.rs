@@ -11,8 +11,8 @@ use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener
 use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher, Route as EnvoyRoute, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
     WeightedCluster, header_matcher::HeaderMatchSpecifier, route::Action,
-    route_action::ClusterSpecifier, route_action::HostRewriteSpecifier,
-    route_match::PathSpecifier, weighted_cluster::ClusterWeight,
+    route_action::ClusterSpecifier, route_action::HostRewriteSpecifier, route_match::PathSpecifier,
+    weighted_cluster::ClusterWeight,
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -37,7 +37,9 @@ pub fn listener(gateway: &Gateway, l: &crate::model::Listener) -> Listener {
         })),
         http_filters: vec![HttpFilter {
             name: "envoy.filters.http.router".to_owned(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(to_any(&Router::default()))),
+            config_type: Some(http_filter::ConfigType::TypedConfig(to_any(
+                &Router::default(),
+            ))),
             ..Default::default()
         }],
         ..Default::default()
@@ -64,7 +66,11 @@ pub fn listener(gateway: &Gateway, l: &crate::model::Listener) -> Listener {
 
 /// The route table of one gateway listener: every rule of every Route attached to the
 /// gateway, Routes in name order and rules in their written order.
-pub fn route_config(gateway: &Gateway, l: &crate::model::Listener, routes: &[&Route]) -> RouteConfiguration {
+pub fn route_config(
+    gateway: &Gateway,
+    l: &crate::model::Listener,
+    routes: &[&Route],
+) -> RouteConfiguration {
     let mut envoy_routes = Vec::new();
     for route in routes {
         for (i, rule) in route.rules.iter().enumerate() {

@@ -19,7 +19,8 @@ pub struct TypeSet {
 impl TypeSet {
     /// Builds a set; the version is derived from content, so it survives restarts.
     pub fn new(resources: impl IntoIterator<Item = Arc<Resource>>) -> Self {
-        let resources: BTreeMap<_, _> = resources.into_iter().map(|r| (r.name.clone(), r)).collect();
+        let resources: BTreeMap<_, _> =
+            resources.into_iter().map(|r| (r.name.clone(), r)).collect();
         Self {
             version: set_version(resources.values()),
             resources,

@@ -8,7 +8,8 @@ use std::sync::Arc;
 /// config go out right after the cluster, the listener after its clusters, routes last.
 pub mod type_url {
     pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-    pub const EXTENSION_CONFIG: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+    pub const EXTENSION_CONFIG: &str =
+        "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
     pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
     pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
     pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";

@@ -168,12 +168,10 @@ pub async fn run_sotw<S>(
     let mut event = Event::Request(first);
     loop {
         let ok = match event {
-            Event::Request(req) => {
-                match handle_sotw_request(&node, id, &ctx, &mut types, req) {
-                    Some(t) => push_sotw(&node, id, &ctx, &mut types, &mut nonce, &out, t).await,
-                    None => true,
-                }
-            }
+            Event::Request(req) => match handle_sotw_request(&node, id, &ctx, &mut types, req) {
+                Some(t) => push_sotw(&node, id, &ctx, &mut types, &mut nonce, &out, t).await,
+                None => true,
+            },
             Event::Changed => {
                 let mut ok = true;
                 for t in type_url::ALL {
@@ -215,7 +213,8 @@ fn handle_sotw_request(
         state.names = req.resource_names.into_iter().collect();
         if !req.version_info.is_empty() {
             state.sent_version = Some(req.version_info.clone());
-            ctx.registry.update(id, short, |s| s.acked = req.version_info);
+            ctx.registry
+                .update(id, short, |s| s.acked = req.version_info);
         }
         return Some(t);
     }
@@ -234,7 +233,9 @@ fn handle_sotw_request(
                 s.last_nack = Some(detail.message);
             });
         }
-        None => ctx.registry.update(id, short, |s| s.acked = req.version_info),
+        None => ctx
+            .registry
+            .update(id, short, |s| s.acked = req.version_info),
     }
     Some(t)
 }
@@ -389,7 +390,9 @@ fn handle_delta_request(
                     s.last_nack = Some(detail.message);
                 });
             }
-            None => ctx.registry.update(id, short, |s| s.acked = req.response_nonce),
+            None => ctx
+                .registry
+                .update(id, short, |s| s.acked = req.response_nonce),
         }
     }
     Some(t)
@@ -470,3 +473,6 @@ async fn push_delta(
     ctx.registry.responses_total.fetch_add(1, Ordering::Relaxed);
     out.send(Ok(response)).await.is_ok()
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,475 @@
+//! Test harness: real Tessera, real Envoy and mock providers as processes on 127.0.0.1.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A port below the ephemeral range (32768+), so no outgoing connection can hold it.
+pub fn port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20000 + (std::process::id() % 80) as u16 * 150,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let p = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(p < 32768, "ran out of test ports");
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The real Envoy binary: $TESSERA_ENVOY, or the one `testenv/setup` installed.
+pub fn envoy_binary() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("TESSERA_ENVOY") {
+        return Some(PathBuf::from(p));
+    }
+    let recorded = repo().join("testenv/.venv/envoy-path");
+    std::fs::read_to_string(recorded)
+        .ok()
+        .map(|s| PathBuf::from(s.trim()))
+        .filter(|p| p.exists())
+}
+
+/// Returns the Envoy binary, or explains loudly why the test is skipped. In CI a missing
+/// Envoy is a failure, never a skip.
+pub fn require_envoy(test: &str) -> Option<PathBuf> {
+    match envoy_binary() {
+        Some(p) => Some(p),
+        None if std::env::var("CI").is_ok() => {
+            panic!("{test}: Envoy is not installed; run testenv/setup")
+        }
+        None => {
+            eprintln!(
+                "\n*** SKIPPED {test}: no Envoy binary (run testenv/setup or set TESSERA_ENVOY) ***\n"
+            );
+            None
+        }
+    }
+}
+
+pub fn python() -> PathBuf {
+    let venv = repo().join("testenv/.venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Writes `content` to `path` the way careful tools rotate files: temp file, then rename.
+pub fn write_atomic(path: &Path, content: &str) {
+    let tmp = path.with_extension("tmp-rotate");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+struct Proc {
+    child: Child,
+    name: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// === Tessera ===
+
+pub struct Tessera {
+    proc: Option<Proc>,
+    pub xds_port: u16,
+    pub admin_port: u16,
+    pub log: PathBuf,
+    config: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Tessera {
+    pub async fn start(config: &Path, extra: &[&str]) -> Self {
+        let mut t = Tessera {
+            proc: None,
+            xds_port: port(),
+            admin_port: port(),
+            log: config.with_extension("tessera.log"),
+            config: config.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        t.spawn();
+        t.wait_ready().await;
+        t
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--xds-address")
+            .arg(format!("127.0.0.1:{}", self.xds_port))
+            .arg("--admin-address")
+            .arg(format!("127.0.0.1:{}", self.admin_port))
+            .args(&self.extra)
+            .env("TESSERA_LOG", "info,tessera=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.proc = Some(Proc {
+            child,
+            name: "tessera".into(),
+        });
+    }
+
+    pub async fn wait_ready(&self) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
+        let client = http();
+        eventually("tessera /readyz", DEADLINE, || {
+            let c = client.clone();
+            let url = url.clone();
+            async move {
+                c.get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+                    .map(|_| ())
+            }
+        })
+        .await;
+    }
+
+    pub fn stop(&mut self) {
+        self.proc = None;
+    }
+
+    /// Restarts on the same ports and configuration.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    pub async fn status(&self) -> Value {
+        http()
+            .get(format!("http://127.0.0.1:{}/status", self.admin_port))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+// === Envoy ===
+
+pub struct Envoy {
+    _proc: Proc,
+    pub admin_port: u16,
+    pub listener_port: u16,
+    pub log: PathBuf,
+}
+
+pub struct EnvoyOptions<'a> {
+    pub node_cluster: &'a str,
+    pub delta: bool,
+    /// Extra `tessera bootstrap` flags (mTLS files).
+    pub bootstrap_args: Vec<String>,
+}
+
+impl Envoy {
+    /// Starts Envoy from `tessera bootstrap` output and waits until it serves `listener_port`.
+    pub async fn start(
+        binary: &Path,
+        dir: &Path,
+        xds_port: u16,
+        listener_port: u16,
+        opts: EnvoyOptions<'_>,
+    ) -> Self {
+        let admin_port = port();
+        let mut args = vec![
+            "bootstrap".to_string(),
+            "--node-id".into(),
+            format!("test-{admin_port}"),
+            "--node-cluster".into(),
+            opts.node_cluster.into(),
+            "--xds-address".into(),
+            format!("127.0.0.1:{xds_port}"),
+            "--admin-port".into(),
+            admin_port.to_string(),
+        ];
+        if opts.delta {
+            args.push("--delta".into());
+        }
+        args.extend(opts.bootstrap_args);
+        let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tessera bootstrap failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bootstrap = dir.join(format!("envoy-{admin_port}.yaml"));
+        std::fs::write(&bootstrap, &out.stdout).unwrap();
+        let log = dir.join(format!("envoy-{admin_port}.log"));
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&bootstrap)
+            .args([
+                "--base-id",
+                &admin_port.to_string(),
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warning",
+            ])
+            .arg("--log-path")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let envoy = Envoy {
+            _proc: Proc {
+                child,
+                name: "envoy".into(),
+            },
+            admin_port,
+            listener_port,
+            log,
+        };
+        let client = http();
+        let ready = format!("http://127.0.0.1:{admin_port}/ready");
+        eventually("envoy /ready", DEADLINE, || {
+            let c = client.clone();
+            let url = ready.clone();
+            async move {
+                c.get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+                    .map(|_| ())
+            }
+        })
+        .await;
+        envoy
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.listener_port)
+    }
+
+    /// A counter or gauge from Envoy's admin `/stats` (0 when absent).
+    pub async fn stat(&self, name: &str) -> u64 {
+        let body = http()
+            .get(format!(
+                "http://127.0.0.1:{}/stats?usedonly&filter=^{}$",
+                self.admin_port,
+                regex_escape(name)
+            ))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        body.lines()
+            .filter_map(|l| l.split_once(": "))
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub async fn config_dump(&self) -> Value {
+        http()
+            .get(format!("http://127.0.0.1:{}/config_dump", self.admin_port))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if "\\.^$|?*+()[]{}".contains(c) {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+// === Mock provider ===
+
+pub struct Mock {
+    _proc: Proc,
+    pub port: u16,
+    pub name: String,
+    scheme: &'static str,
+}
+
+impl Mock {
+    pub async fn start(dir: &Path, name: &str) -> Self {
+        Self::spawn(dir, name, None).await
+    }
+
+    pub async fn start_tls(dir: &Path, name: &str, cert: &Path, key: &Path) -> Self {
+        Self::spawn(dir, name, Some((cert, key))).await
+    }
+
+    async fn spawn(dir: &Path, name: &str, tls: Option<(&Path, &Path)>) -> Self {
+        let port_file = dir.join(format!("mock-{name}.port"));
+        let mut cmd = Command::new(python());
+        cmd.arg(repo().join("testenv/mock_provider.py"))
+            .args(["--name", name, "--port", "0", "--port-file"])
+            .arg(&port_file)
+            .stdout(Stdio::null());
+        if let Some((cert, key)) = tls {
+            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
+        let child = cmd.spawn().unwrap();
+        let proc = Proc {
+            child,
+            name: name.into(),
+        };
+        let port = eventually("mock provider port file", DEADLINE, || {
+            let f = port_file.clone();
+            async move {
+                std::fs::read_to_string(f)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u16>().ok())
+            }
+        })
+        .await;
+        Mock {
+            _proc: proc,
+            port,
+            name: name.into(),
+            scheme: if tls.is_some() { "https" } else { "http" },
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
+    }
+
+    fn control(&self) -> String {
+        format!("http://127.0.0.1:{}/__requests", self.port)
+    }
+
+    /// Requests the mock received (plain-HTTP mocks only; TLS mocks echo through Envoy).
+    pub async fn requests(&self) -> Vec<Value> {
+        assert_eq!(
+            self.scheme, "http",
+            "query TLS mocks through their echo instead"
+        );
+        http()
+            .get(self.control())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn clear(&self) {
+        http().delete(self.control()).send().await.unwrap();
+    }
+}
+
+/// A response through the gateway: status, and the mock's echo when it reached one.
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+    /// The value of a header as the provider received it.
+    pub fn upstream_header(&self, name: &str) -> Option<String> {
+        self.json()["headers"][name].as_str().map(str::to_owned)
+    }
+    pub fn provider(&self) -> Option<String> {
+        self.json()["provider"].as_str().map(str::to_owned)
+    }
+}
+
+/// POSTs a chat completion through the gateway with the given headers.
+pub async fn send(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = client
+        .post(url)
+        .body(r#"{"messages":[{"role":"user","content":"hi"}]}"#);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    Reply {
+        status: resp.status().as_u16(),
+        body: resp.text().await.unwrap(),
+    }
+}
