@@ -1,1 +1,213 @@
+use super::*;
+use crate::model::*;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::extensions::filters::http::credential_injector::v3::CredentialInjector;
+use envoy_types::pb::envoy::extensions::http::injected_credentials::generic::v3::Generic;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+use prost::Message;
 
+fn model() -> Model {
+    let mut m = Model::default();
+    m.gateways.insert(
+        "gw".into(),
+        Gateway {
+            name: "gw".into(),
+            node_cluster: "edge".into(),
+            listeners: vec![Listener {
+                name: "http".into(),
+                address: "0.0.0.0".into(),
+                port: 10000,
+            }],
+            ca_bundle_path: "/etc/ssl/certs/ca-certificates.crt".into(),
+        },
+    );
+    for (name, provider, tls) in [
+        ("openai", Provider::OpenAI, true),
+        ("claude", Provider::Anthropic, false),
+        ("unused", Provider::Mistral, false),
+    ] {
+        m.backends.insert(
+            name.into(),
+            Backend {
+                name: name.into(),
+                provider,
+                endpoint: Endpoint {
+                    host: format!("{name}.example"),
+                    port: if tls { 443 } else { 8080 },
+                    tls,
+                },
+                tls: tls.then(|| UpstreamTls {
+                    ca_pem: None,
+                    sni: None,
+                }),
+                security_policy: Some(format!("{name}-key")),
+            },
+        );
+        m.policies.insert(
+            format!("{name}-key"),
+            SecurityPolicy {
+                name: format!("{name}-key"),
+                kind: PolicyKind::ApiKey(ApiKey {
+                    source: KeySource::File(format!("/keys/{name}").into()),
+                    header: None,
+                    prefix: None,
+                }),
+            },
+        );
+    }
+    m.routes.insert(
+        "chat".into(),
+        Route {
+            name: "chat".into(),
+            gateway: "gw".into(),
+            rules: vec![Rule {
+                matches: vec![],
+                backends: vec![
+                    WeightedBackend {
+                        name: "openai".into(),
+                        weight: 3,
+                    },
+                    WeightedBackend {
+                        name: "claude".into(),
+                        weight: 1,
+                    },
+                ],
+            }],
+        },
+    );
+    m
+}
+
+fn cluster(config: &GatewayConfig, name: &str) -> Cluster {
+    Cluster::decode(config.clusters.resources[name].any.value.as_slice()).unwrap()
+}
+
+fn filters(c: &Cluster) -> Vec<(String, Vec<u8>)> {
+    let opts = &c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    let opts = HttpProtocolOptions::decode(opts.value.as_slice()).unwrap();
+    opts.http_filters
+        .into_iter()
+        .map(|f| match f.config_type {
+            Some(envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType::TypedConfig(a)) => (f.name, a.value),
+            _ => (f.name, vec![]),
+        })
+        .collect()
+}
+
+#[test]
+fn deterministic_output() {
+    let a = translate(&model());
+    let b = translate(&model());
+    assert_eq!(a, b);
+    assert_eq!(a["edge"].clusters.version, b["edge"].clusters.version);
+}
+
+#[test]
+fn only_referenced_backends_and_credentials_reach_a_gateway() {
+    let out = translate(&model());
+    let gw = &out["edge"];
+    let names: Vec<_> = gw.clusters.resources.keys().cloned().collect();
+    assert_eq!(names, ["backend/claude", "backend/openai"]);
+    let creds: Vec<_> = gw.credentials.iter().cloned().collect();
+    assert_eq!(creds, ["credential/claude-key", "credential/openai-key"]);
+    assert_eq!(gw.listeners.resources.len(), 1);
+    assert!(gw.routes.resources.contains_key("route/gw/http"));
+}
+
+#[test]
+fn upstream_filters_strip_then_inject_then_codec() {
+    let out = translate(&model());
+    let c = cluster(&out["edge"], "backend/claude");
+    let f = filters(&c);
+    let names: Vec<_> = f.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "envoy.filters.http.header_mutation",
+            "envoy.filters.http.credential_injector",
+            "envoy.filters.http.upstream_codec"
+        ]
+    );
+    let injector = CredentialInjector::decode(f[1].1.as_slice()).unwrap();
+    assert!(injector.overwrite && !injector.allow_request_without_credential);
+    let generic = Generic::decode(
+        injector
+            .credential
+            .unwrap()
+            .typed_config
+            .unwrap()
+            .value
+            .as_slice(),
+    )
+    .unwrap();
+    assert_eq!(generic.header, "x-api-key");
+    assert_eq!(generic.header_value_prefix, "");
+    assert_eq!(generic.credential.unwrap().name, "credential/claude-key");
+    // The header_mutation config names every client credential header and the version header.
+    let mutation = String::from_utf8_lossy(&f[0].1).to_string();
+    for h in CLIENT_CREDENTIAL_HEADERS {
+        assert!(mutation.contains(h), "{h} is stripped");
+    }
+    assert!(mutation.contains("anthropic-version"));
+}
+
+#[test]
+fn https_backends_verify_the_endpoint_host() {
+    let out = translate(&model());
+    let c = cluster(&out["edge"], "backend/openai");
+    let ts = c.transport_socket.expect("TLS");
+    let Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+        any,
+    )) = ts.config_type
+    else {
+        panic!("typed config")
+    };
+    let tls = UpstreamTlsContext::decode(any.value.as_slice()).unwrap();
+    assert_eq!(tls.sni, "openai.example");
+    let dump = format!("{tls:?}");
+    assert!(
+        dump.contains("/etc/ssl/certs/ca-certificates.crt"),
+        "system bundle by default"
+    );
+    assert!(dump.contains("openai.example"), "SAN pinned");
+    // Plain http backends have no transport socket.
+    assert!(
+        cluster(&out["edge"], "backend/claude")
+            .transport_socket
+            .is_none()
+    );
+}
+
+#[test]
+fn credentials_do_not_affect_config_versions() {
+    // Secret values are not an input to translate: a rotation cannot change CDS/LDS/RDS.
+    let mut m = model();
+    let before = translate(&m);
+    if let Some(p) = m.policies.get_mut("openai-key") {
+        p.kind = PolicyKind::ApiKey(ApiKey {
+            source: KeySource::Secret {
+                name: "s".into(),
+                key: "k".into(),
+                value: Some(SecretString::new("new")),
+            },
+            header: None,
+            prefix: None,
+        });
+    }
+    let after = translate(&m);
+    assert_eq!(
+        before["edge"].clusters.version,
+        after["edge"].clusters.version
+    );
+}
+
+#[test]
+fn revoked_secret_is_pushed_empty_and_never_printed() {
+    let key = SecretString::new("sk-top-secret");
+    let present = generic_secret("credential/x", Some(&key));
+    let revoked = generic_secret("credential/x", None);
+    assert_eq!(present.name, revoked.name);
+    assert_ne!(present.version, revoked.version);
+    assert!(!format!("{present:?}").contains("sk-top-secret"));
+}
