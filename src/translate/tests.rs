@@ -37,7 +37,7 @@ fn model() -> Model {
                     port: if tls { 443 } else { 8080 },
                     tls,
                 },
-                tls: tls.then(|| UpstreamTls {
+                tls: tls.then_some(UpstreamTls {
                     ca_pem: None,
                     sni: None,
                 }),
