@@ -25,10 +25,26 @@ pub struct BootstrapOptions {
     pub tls: Option<XdsClientTls>,
 }
 
-/// Renders the bootstrap as YAML. The only static cluster is the one to Tessera itself: an
-/// ADS-delivered secret referenced from a static cluster crashes Envoy 1.40 at start.
-pub fn render(opts: &BootstrapOptions) -> Result<String, serde_yaml::Error> {
-    serde_yaml::to_string(&bootstrap(opts))
+/// Why a bootstrap cannot be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("--node-id and --node-cluster must not be empty")]
+    MissingNode,
+    #[error("cannot render the bootstrap: {0}")]
+    Render(#[from] serde_json::Error),
+}
+
+/// Renders the bootstrap as JSON, which Envoy reads as YAML: a YAML emitter leaves names such
+/// as `n` or `off` unquoted and Envoy's YAML 1.1 parser turns them into booleans. The only
+/// static cluster is the one to Tessera itself: an ADS-delivered secret referenced from a
+/// static cluster crashes Envoy 1.40 at start.
+pub fn render(opts: &BootstrapOptions) -> Result<String, BootstrapError> {
+    if opts.node_id.is_empty() || opts.node_cluster.is_empty() {
+        return Err(BootstrapError::MissingNode);
+    }
+    let mut out = serde_json::to_string_pretty(&bootstrap(opts))?;
+    out.push('\n');
+    Ok(out)
 }
 
 fn bootstrap(opts: &BootstrapOptions) -> Value {

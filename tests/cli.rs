@@ -1,0 +1,256 @@
+//! The `tessera` command line through the real binary: `validate` locates every error,
+//! `serve` will not send keys in the clear, and `bootstrap` writes what Envoy accepts.
+
+mod common;
+
+use common::*;
+use std::ffi::OsStr;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const TESSERA: &str = env!("CARGO_BIN_EXE_tessera");
+
+/// Runs `tessera ARGS` in `dir` to completion.
+fn tessera_in(dir: &Path, args: impl IntoIterator<Item = impl AsRef<OsStr>>) -> Output {
+    Command::new(TESSERA)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+// === validate ===
+
+#[test]
+fn validate_accepts_the_example_config() {
+    let out = tessera_in(&repo(), ["validate", "--config", "config/example"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("valid"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn validate_names_file_document_and_field_of_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |file: &str, yaml: &str| std::fs::write(dir.path().join(file), yaml).unwrap();
+    write(
+        "backends.yaml",
+        r#"apiVersion: tessera.dev/v1alpha1
+kind: Backend
+metadata: {name: good}
+spec: {provider: OpenAI, endpoint: "http://127.0.0.1:1"}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: Backend
+metadata: {name: typo}
+spec: {provider: OpenAI, endpont: "http://127.0.0.1:1"}
+"#,
+    );
+    write(
+        "routes.yaml",
+        r#"apiVersion: tessera.dev/v1alpha1
+kind: Gateway
+metadata: {name: gw}
+spec: {nodeCluster: c, listeners: [{name: http, port: 10000}]}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: Route
+metadata: {name: chat}
+spec:
+  gateway: gw
+  rules: [{backends: [{name: good}, {name: missing}]}]
+"#,
+    );
+    write("broken.yaml", "kind: Backend\nmetadata: {name: [unclosed\n");
+
+    let out = tessera_in(
+        &repo(),
+        [
+            OsStr::new("validate"),
+            "--config".as_ref(),
+            dir.path().as_ref(),
+        ],
+    );
+    assert!(!out.status.success(), "a broken config validated");
+    let stderr = text(&out.stderr);
+    // Exactly one error per file, naming the file, the document and the field.
+    let error_in = |file: &str| {
+        let path = dir.path().join(file).display().to_string();
+        let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(&path)).collect();
+        assert_eq!(lines.len(), 1, "one error about {file} expected:\n{stderr}");
+        lines[0].to_owned()
+    };
+    let backend = error_in("backends.yaml");
+    assert!(backend.contains("document 2"), "{backend}");
+    assert!(backend.contains(": spec.endpont:"), "{backend}");
+    let route = error_in("routes.yaml");
+    assert!(route.contains("document 2"), "{route}");
+    assert!(
+        route.contains(": spec.rules[0].backends[1].name:"),
+        "{route}"
+    );
+    assert!(route.contains(r#"Backend "missing""#), "{route}");
+    let broken = error_in("broken.yaml");
+    assert!(broken.contains("document 1"), "{broken}");
+    assert!(broken.contains("invalid YAML"), "{broken}");
+}
+
+// === serve ===
+
+#[test]
+fn serve_refuses_plaintext_xds_on_a_non_loopback_address() {
+    let mut child = Command::new(TESSERA)
+        .current_dir(repo())
+        .args(["serve", "--config", "config/example"])
+        .args(["--xds-address", &format!("0.0.0.0:{}", port())])
+        .args(["--admin-address", &format!("127.0.0.1:{}", port())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tessera still serves plaintext xDS on 0.0.0.0 after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("TLS"), "{stderr}");
+    assert!(stderr.contains("--insecure-xds"), "{stderr}");
+}
+
+// === bootstrap ===
+
+/// `tessera bootstrap --node-id ID --node-cluster CLUSTER EXTRA`, run in `dir`.
+fn bootstrap(dir: &Path, id: &str, cluster: &str, extra: &[&str]) -> String {
+    let args = ["bootstrap", "--node-id", id, "--node-cluster", cluster];
+    let out = tessera_in(dir, args.iter().chain(extra));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// Client certificate, key and CA as real PEM files in `dir`, passed by relative path.
+const MTLS: [&str; 8] = [
+    "--xds-tls-cert",
+    "client.pem",
+    "--xds-tls-key",
+    "client-key.pem",
+    "--xds-tls-ca",
+    "ca.pem",
+    "--xds-server-name",
+    "tessera.local",
+];
+
+fn write_pems(dir: &Path) {
+    let client = rcgen::generate_simple_self_signed(["envoy.local".to_owned()]).unwrap();
+    let ca = rcgen::generate_simple_self_signed(["tessera.local".to_owned()]).unwrap();
+    std::fs::write(dir.join("client.pem"), client.cert.pem()).unwrap();
+    std::fs::write(
+        dir.join("client-key.pem"),
+        client.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.cert.pem()).unwrap();
+}
+
+/// `envoy --mode validate`: parses the bootstrap and loads its files without serving.
+/// Runs from the repository, not the bootstrap's directory, so relative paths would fail.
+fn assert_envoy_accepts(envoy: &Path, dir: &Path, name: &str, yaml: &str) {
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    let out = Command::new(envoy)
+        .current_dir(repo())
+        .args(["--mode", "validate", "--log-level", "warning", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "Envoy rejects the {name} bootstrap:\n{yaml}\n{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn bootstrap_sotw_is_accepted_by_envoy() {
+    let Some(envoy) = require_envoy("bootstrap_sotw_is_accepted_by_envoy") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = bootstrap(dir.path(), "n", "c", &[]);
+    assert!(yaml.contains(r#""api_type": "GRPC""#), "{yaml}");
+    assert_envoy_accepts(&envoy, dir.path(), "sotw", &yaml);
+}
+
+#[test]
+fn bootstrap_delta_is_accepted_by_envoy() {
+    let Some(envoy) = require_envoy("bootstrap_delta_is_accepted_by_envoy") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = bootstrap(dir.path(), "n", "c", &["--delta"]);
+    assert!(yaml.contains(r#""api_type": "DELTA_GRPC""#), "{yaml}");
+    assert_envoy_accepts(&envoy, dir.path(), "delta", &yaml);
+}
+
+#[test]
+fn bootstrap_with_mtls_is_accepted_by_envoy() {
+    let Some(envoy) = require_envoy("bootstrap_with_mtls_is_accepted_by_envoy") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_pems(dir.path());
+    let yaml = bootstrap(dir.path(), "n", "c", &MTLS);
+    assert!(yaml.contains("UpstreamTlsContext"), "{yaml}");
+    assert_envoy_accepts(&envoy, dir.path(), "mtls", &yaml);
+}
+
+/// YAML 1.1, which Envoy reads, takes plain y/n/yes/no/on/off (any case) for booleans.
+#[test]
+fn bootstrap_node_names_that_look_like_yaml_booleans_stay_strings() {
+    let Some(envoy) =
+        require_envoy("bootstrap_node_names_that_look_like_yaml_booleans_stay_strings")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["y", "No", "yes", "on", "OFF"] {
+        let yaml = bootstrap(dir.path(), name, name, &[]);
+        assert_envoy_accepts(&envoy, dir.path(), name, &yaml);
+    }
+}
+
+/// A static cluster referring to an ADS-delivered secret crashes Envoy at start.
+#[test]
+fn bootstrap_never_uses_sds() {
+    let dir = tempfile::tempdir().unwrap();
+    write_pems(dir.path());
+    let variants = [
+        vec![],
+        vec!["--delta"],
+        MTLS.to_vec(),
+        [&["--delta"][..], &MTLS].concat(),
+    ];
+    for extra in &variants {
+        let yaml = bootstrap(dir.path(), "n", "c", extra);
+        assert!(!yaml.contains("sds_config"), "{extra:?}:\n{yaml}");
+    }
+}
