@@ -101,6 +101,24 @@ async fn stack(envoy_bin: &Path, dir: tempfile::TempDir, listener_port: u16, del
     }
 }
 
+/// One gateway with one OpenAI backend whose key file holds `key`, behind a `gpt-4o` rule.
+async fn single_backend(envoy_bin: &Path, delta: bool, key: &str) -> (Mock, Stack) {
+    let dir = config_dir();
+    let cfg = dir.path().join("config");
+    let mock = Mock::start(dir.path(), "openai").await;
+    let listener = port();
+    let yaml =
+        gateway_yaml(listener) + &backend_yaml("openai", "OpenAI", &mock.endpoint(), "openai-key");
+    std::fs::write(cfg.join("gateway.yaml"), yaml).unwrap();
+    std::fs::write(cfg.join("openai-key.key"), key).unwrap();
+    std::fs::write(
+        cfg.join("routes.yaml"),
+        route_yaml(&model_rule("gpt-4o", "openai")),
+    )
+    .unwrap();
+    (mock, stack(envoy_bin, dir, listener, delta).await)
+}
+
 fn config_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("config")).unwrap();
@@ -248,23 +266,8 @@ async fn key_rotation(delta: bool) {
     let Some(envoy_bin) = require_envoy("key_rotation") else {
         return;
     };
-    let dir = config_dir();
-    let cfg = dir.path().join("config");
-    let mock = Mock::start(dir.path(), "openai").await;
-    let listener = port();
-    std::fs::write(
-        cfg.join("gateway.yaml"),
-        gateway_yaml(listener) + &backend_yaml("openai", "OpenAI", &mock.endpoint(), "openai-key"),
-    )
-    .unwrap();
-    let key_file = cfg.join("openai-key.key");
-    std::fs::write(&key_file, "key-0\n").unwrap();
-    std::fs::write(
-        cfg.join("routes.yaml"),
-        route_yaml(&model_rule("gpt-4o", "openai")),
-    )
-    .unwrap();
-    let s = stack(&envoy_bin, dir, listener, delta).await;
+    let (_mock, s) = single_backend(&envoy_bin, delta, "key-0\n").await;
+    let key_file = s.config.join("openai-key.key");
     let url = s.envoy.url("/v1/chat/completions");
     let hdr = [("x-ai-model", "gpt-4o")];
     let reply = send(&s.client, &url, &hdr).await;
@@ -351,20 +354,9 @@ async fn invalid_edit_and_revocation(delta: bool) {
     let Some(envoy_bin) = require_envoy("invalid_edit_and_revocation") else {
         return;
     };
-    let dir = config_dir();
-    let cfg = dir.path().join("config");
-    let mock = Mock::start(dir.path(), "openai").await;
-    let listener = port();
-    std::fs::write(
-        cfg.join("gateway.yaml"),
-        gateway_yaml(listener) + &backend_yaml("openai", "OpenAI", &mock.endpoint(), "openai-key"),
-    )
-    .unwrap();
-    let key_file = cfg.join("openai-key.key");
-    std::fs::write(&key_file, "key-a\n").unwrap();
-    let routes = cfg.join("routes.yaml");
-    std::fs::write(&routes, route_yaml(&model_rule("gpt-4o", "openai"))).unwrap();
-    let s = stack(&envoy_bin, dir, listener, delta).await;
+    let (mock, s) = single_backend(&envoy_bin, delta, "key-a\n").await;
+    let key_file = s.config.join("openai-key.key");
+    let routes = s.config.join("routes.yaml");
     let url = s.envoy.url("/v1/chat/completions");
     assert_eq!(
         send(&s.client, &url, &[("x-ai-model", "gpt-4o")])
@@ -505,22 +497,7 @@ async fn restart_without_churn(delta: bool) {
     let Some(envoy_bin) = require_envoy("restart_without_churn") else {
         return;
     };
-    let dir = config_dir();
-    let cfg = dir.path().join("config");
-    let mock = Mock::start(dir.path(), "openai").await;
-    let listener = port();
-    std::fs::write(
-        cfg.join("gateway.yaml"),
-        gateway_yaml(listener) + &backend_yaml("openai", "OpenAI", &mock.endpoint(), "openai-key"),
-    )
-    .unwrap();
-    std::fs::write(cfg.join("openai-key.key"), "key-r\n").unwrap();
-    std::fs::write(
-        cfg.join("routes.yaml"),
-        route_yaml(&model_rule("gpt-4o", "openai")),
-    )
-    .unwrap();
-    let mut s = stack(&envoy_bin, dir, listener, delta).await;
+    let (_mock, mut s) = single_backend(&envoy_bin, delta, "key-r\n").await;
     let url = s.envoy.url("/v1/chat/completions");
     assert_eq!(
         send(&s.client, &url, &[("x-ai-model", "gpt-4o")])

@@ -132,17 +132,12 @@ impl Cache {
     ) {
         let credentials: Vec<_> = credentials.into_iter().collect();
         self.tx.send_if_modified(|state| {
-            let mut creds = state.credentials.clone();
-            let mut changed = false;
-            for r in credentials {
-                changed |= insert_if_new(&mut creds, r);
-            }
+            let (mut creds, mut changed) = merged(&state.credentials, credentials);
             // A credential no gateway references any more is forgotten, not kept in memory.
             let before = creds.len();
             creds.retain(|name, _| gateways.values().any(|g| g.credentials.contains(name)));
             changed |= creds.len() != before;
-            let gateways_changed = state.gateways != gateways;
-            if !(changed || gateways_changed) {
+            if !changed && state.gateways == gateways {
                 return false;
             }
             *state = Arc::new(State {
@@ -157,11 +152,7 @@ impl Cache {
     pub fn set_credentials(&self, credentials: impl IntoIterator<Item = Arc<Resource>>) -> bool {
         let credentials: Vec<_> = credentials.into_iter().collect();
         self.tx.send_if_modified(|state| {
-            let mut creds = state.credentials.clone();
-            let mut changed = false;
-            for r in credentials {
-                changed |= insert_if_new(&mut creds, r);
-            }
+            let (creds, changed) = merged(&state.credentials, credentials);
             if changed {
                 *state = Arc::new(State {
                     gateways: state.gateways.clone(),
@@ -173,12 +164,21 @@ impl Cache {
     }
 }
 
-fn insert_if_new(map: &mut HashMap<String, Arc<Resource>>, r: Arc<Resource>) -> bool {
-    match map.get(&r.name) {
-        Some(old) if old.version == r.version && old.any.type_url == r.any.type_url => false,
-        _ => {
+/// `current` with `updates` applied, and whether any resource actually changed.
+fn merged(
+    current: &HashMap<String, Arc<Resource>>,
+    updates: Vec<Arc<Resource>>,
+) -> (HashMap<String, Arc<Resource>>, bool) {
+    let mut map = current.clone();
+    let mut changed = false;
+    for r in updates {
+        let same = map
+            .get(&r.name)
+            .is_some_and(|old| old.version == r.version && old.any.type_url == r.any.type_url);
+        if !same {
             map.insert(r.name.clone(), r);
-            true
+            changed = true;
         }
     }
+    (map, changed)
 }

@@ -28,7 +28,7 @@ pub mod type_url {
     }
 
     /// A short name for logs and metrics.
-    pub fn short(type_url: &str) -> &str {
+    pub fn short(type_url: &str) -> &'static str {
         match type_url {
             CLUSTER => "cds",
             EXTENSION_CONFIG => "ecds",

@@ -134,7 +134,131 @@ fn log_nack(node: &NodeIdentity, type_url: &str, version: &str, detail: &str) {
     );
 }
 
+/// What differs between the SotW and Delta protocols; the stream loop is shared.
+trait Protocol {
+    type Req;
+    type Resp;
+    /// Per-type state of one stream.
+    type TypeState;
+    const DELTA: bool;
+
+    fn node(req: &Self::Req) -> Option<&Node>;
+    /// Applies a request; returns the type to consider pushing, if any.
+    fn handle(
+        stream: &StreamState,
+        types: &mut HashMap<&'static str, Self::TypeState>,
+        req: Self::Req,
+    ) -> Option<&'static str>;
+    /// The response that brings the node up to date for type `t`, if it is behind.
+    fn build(
+        stream: &mut StreamState,
+        state: &mut Self::TypeState,
+        snapshot: &State,
+        t: &'static str,
+    ) -> Option<Self::Resp>;
+}
+
+/// One stream's identity and bookkeeping, shared by both protocols.
+struct StreamState {
+    node: NodeIdentity,
+    id: u64,
+    registry: Arc<Registry>,
+    nonce: u64,
+}
+
+impl StreamState {
+    fn next_nonce(&mut self) -> String {
+        self.nonce += 1;
+        self.nonce.to_string()
+    }
+
+    fn record_nack(&self, t: &str, version: &str, detail: String) {
+        log_nack(&self.node, t, version, &detail);
+        self.registry.nacks_total.fetch_add(1, Ordering::Relaxed);
+        self.registry.update(self.id, type_url::short(t), |s| {
+            s.nacks += 1;
+            s.last_nack = Some(detail);
+        });
+    }
+
+    fn record_sent(&self, t: &str, sent: String) {
+        self.registry.update(self.id, type_url::short(t), |s| {
+            s.sent = sent;
+            s.responses += 1;
+        });
+        self.registry
+            .responses_total
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one ADS stream until either side closes it.
+async fn run<P, S>(mut requests: S, out: mpsc::Sender<Result<P::Resp, Status>>, mut ctx: StreamCtx)
+where
+    P: Protocol,
+    S: Stream<Item = Result<P::Req, Status>> + Unpin,
+{
+    let Some(Ok(first)) = requests.next().await else {
+        return;
+    };
+    let node = match identity(P::node(&first)) {
+        Ok(n) => n,
+        Err(status) => {
+            let _ = out.send(Err(status)).await;
+            return;
+        }
+    };
+    let id = ctx.registry.open(&node.id, &node.cluster, P::DELTA);
+    info!(node = %node.id, node_cluster = %node.cluster, delta = P::DELTA, "ADS stream opened");
+    let mut stream = StreamState {
+        node,
+        id,
+        registry: ctx.registry.clone(),
+        nonce: 0,
+    };
+    let mut types: HashMap<&'static str, P::TypeState> = HashMap::new();
+    let mut event = Event::Request(first);
+    'stream: loop {
+        let to_push: Vec<&'static str> = match event {
+            Event::Request(req) => P::handle(&stream, &mut types, req).into_iter().collect(),
+            // Push order matters: credentials with their clusters, listeners before routes.
+            Event::Changed => type_url::ALL
+                .into_iter()
+                .filter(|t| types.contains_key(t))
+                .collect(),
+            Event::Closed => break,
+        };
+        let snapshot = ctx.cache.borrow().clone();
+        for t in to_push {
+            let Some(state) = types.get_mut(t) else {
+                continue;
+            };
+            if let Some(resp) = P::build(&mut stream, state, &snapshot, t)
+                && out.send(Ok(resp)).await.is_err()
+            {
+                break 'stream;
+            }
+        }
+        event = next_event(&mut requests, &mut ctx.cache).await;
+    }
+    ctx.registry.close(stream.id);
+    info!(node = %stream.node.id, "ADS stream closed");
+}
+
 // === State of the World ===
+
+/// Serves one SotW ADS stream until either side closes it.
+pub async fn run_sotw<S>(
+    requests: S,
+    out: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    ctx: StreamCtx,
+) where
+    S: Stream<Item = Result<DiscoveryRequest, Status>> + Unpin,
+{
+    run::<Sotw, S>(requests, out, ctx).await
+}
+
+struct Sotw;
 
 #[derive(Default)]
 struct SotwType {
@@ -143,145 +267,100 @@ struct SotwType {
     sent_nonce: String,
 }
 
-/// Serves one SotW ADS stream until either side closes it.
-pub async fn run_sotw<S>(
-    mut requests: S,
-    out: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-    mut ctx: StreamCtx,
-) where
-    S: Stream<Item = Result<DiscoveryRequest, Status>> + Unpin,
-{
-    let Some(Ok(first)) = requests.next().await else {
-        return;
-    };
-    let node = match identity(first.node.as_ref()) {
-        Ok(n) => n,
-        Err(status) => {
-            let _ = out.send(Err(status)).await;
-            return;
-        }
-    };
-    let id = ctx.registry.open(&node.id, &node.cluster, false);
-    info!(node = %node.id, node_cluster = %node.cluster, "SotW ADS stream opened");
-    let mut types: HashMap<&'static str, SotwType> = HashMap::new();
-    let mut nonce = 0u64;
-    let mut event = Event::Request(first);
-    loop {
-        let ok = match event {
-            Event::Request(req) => match handle_sotw_request(&node, id, &ctx, &mut types, req) {
-                Some(t) => push_sotw(&node, id, &ctx, &mut types, &mut nonce, &out, t).await,
-                None => true,
-            },
-            Event::Changed => {
-                let mut ok = true;
-                for t in type_url::ALL {
-                    if ok && types.contains_key(t) {
-                        ok = push_sotw(&node, id, &ctx, &mut types, &mut nonce, &out, t).await;
-                    }
-                }
-                ok
-            }
-            Event::Closed => false,
-        };
-        if !ok {
-            break;
-        }
-        event = next_event(&mut requests, &mut ctx.cache).await;
-    }
-    ctx.registry.close(id);
-    info!(node = %node.id, "SotW ADS stream closed");
-}
+impl Protocol for Sotw {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    type TypeState = SotwType;
+    const DELTA: bool = false;
 
-/// Applies a request; returns the type to consider pushing, if any.
-fn handle_sotw_request(
-    node: &NodeIdentity,
-    id: u64,
-    ctx: &StreamCtx,
-    types: &mut HashMap<&'static str, SotwType>,
-    req: DiscoveryRequest,
-) -> Option<&'static str> {
-    let Some(t) = known_type(&req.type_url) else {
-        debug!(type_url = %req.type_url, "ignoring a request for a type Tessera does not serve");
-        return None;
-    };
-    let short = type_url::short(t);
-    ctx.registry.update(id, short, |s| s.requests += 1);
-    let state = types.entry(t).or_default();
-    if req.response_nonce.is_empty() {
-        // A new subscription, or a reconnect: Envoy names the version it already holds, and
-        // if that is still current nothing is resent (no churn after a control-plane restart).
-        state.names = req.resource_names.into_iter().collect();
-        if !req.version_info.is_empty() {
-            state.sent_version = Some(req.version_info.clone());
-            ctx.registry
-                .update(id, short, |s| s.acked = req.version_info);
-        }
-        return Some(t);
+    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
     }
-    if req.response_nonce != state.sent_nonce {
-        // Superseded by a response Envoy has not seen yet; its answer to that one follows.
-        return None;
-    }
-    state.names = req.resource_names.into_iter().collect();
-    match req.error_detail {
-        Some(detail) => {
-            let version = state.sent_version.clone().unwrap_or_default();
-            log_nack(node, t, &version, &detail.message);
-            ctx.registry.nacks_total.fetch_add(1, Ordering::Relaxed);
-            ctx.registry.update(id, short, |s| {
-                s.nacks += 1;
-                s.last_nack = Some(detail.message);
-            });
-        }
-        None => ctx
+
+    fn handle(
+        stream: &StreamState,
+        types: &mut HashMap<&'static str, SotwType>,
+        req: DiscoveryRequest,
+    ) -> Option<&'static str> {
+        let t = known_type(&req.type_url)?;
+        let short = type_url::short(t);
+        stream
             .registry
-            .update(id, short, |s| s.acked = req.version_info),
+            .update(stream.id, short, |s| s.requests += 1);
+        let state = types.entry(t).or_default();
+        if req.response_nonce.is_empty() {
+            // A new subscription, or a reconnect: Envoy names the version it already holds,
+            // and if that is still current nothing is resent (no churn after a restart).
+            state.names = req.resource_names.into_iter().collect();
+            if !req.version_info.is_empty() {
+                state.sent_version = Some(req.version_info.clone());
+                stream
+                    .registry
+                    .update(stream.id, short, |s| s.acked = req.version_info);
+            }
+            return Some(t);
+        }
+        if req.response_nonce != state.sent_nonce {
+            // Superseded by a response Envoy has not seen yet; its answer to that one follows.
+            return None;
+        }
+        state.names = req.resource_names.into_iter().collect();
+        match req.error_detail {
+            Some(detail) => {
+                let version = state.sent_version.clone().unwrap_or_default();
+                stream.record_nack(t, &version, detail.message);
+            }
+            None => stream
+                .registry
+                .update(stream.id, short, |s| s.acked = req.version_info),
+        }
+        Some(t)
     }
-    Some(t)
-}
 
-async fn push_sotw(
-    node: &NodeIdentity,
-    id: u64,
-    ctx: &StreamCtx,
-    types: &mut HashMap<&'static str, SotwType>,
-    nonce: &mut u64,
-    out: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
-    t: &'static str,
-) -> bool {
-    let Some(state) = types.get_mut(t) else {
-        return true;
-    };
-    let snapshot = ctx.cache.borrow().clone();
-    let visible = snapshot.visible(node, t, &state.names);
-    if visible.is_empty() && !type_url::is_wildcard(t) && state.sent_version.is_none() {
-        // Nothing to say yet about named resources; Envoy keeps waiting for them.
-        return true;
+    fn build(
+        stream: &mut StreamState,
+        state: &mut SotwType,
+        snapshot: &State,
+        t: &'static str,
+    ) -> Option<DiscoveryResponse> {
+        let visible = snapshot.visible(&stream.node, t, &state.names);
+        if visible.is_empty() && !type_url::is_wildcard(t) && state.sent_version.is_none() {
+            // Nothing to say yet about named resources; Envoy keeps waiting for them.
+            return None;
+        }
+        let version = set_version(&visible);
+        if state.sent_version.as_deref() == Some(version.as_str()) {
+            return None;
+        }
+        let nonce = stream.next_nonce();
+        debug!(node = %stream.node.id, xds_type = type_url::short(t), version, resources = visible.len(), "sending SotW update");
+        stream.record_sent(t, version.clone());
+        state.sent_version = Some(version.clone());
+        state.sent_nonce = nonce.clone();
+        Some(DiscoveryResponse {
+            version_info: version,
+            resources: visible.iter().map(|r| r.any.clone()).collect(),
+            type_url: t.to_owned(),
+            nonce,
+            ..Default::default()
+        })
     }
-    let version = set_version(&visible);
-    if state.sent_version.as_deref() == Some(version.as_str()) {
-        return true;
-    }
-    *nonce += 1;
-    let response = DiscoveryResponse {
-        version_info: version.clone(),
-        resources: visible.iter().map(|r| r.any.clone()).collect(),
-        type_url: t.to_owned(),
-        nonce: nonce.to_string(),
-        ..Default::default()
-    };
-    state.sent_version = Some(version.clone());
-    state.sent_nonce = response.nonce.clone();
-    debug!(node = %node.id, xds_type = type_url::short(t), version, resources = visible.len(), "sending SotW update");
-    ctx.registry.update(id, type_url::short(t), |s| {
-        s.sent = version;
-        s.responses += 1;
-    });
-    ctx.registry.responses_total.fetch_add(1, Ordering::Relaxed);
-    out.send(Ok(response)).await.is_ok()
 }
 
 // === Delta ===
+
+/// Serves one Delta ADS stream until either side closes it.
+pub async fn run_delta<S>(
+    requests: S,
+    out: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    ctx: StreamCtx,
+) where
+    S: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Unpin,
+{
+    run::<Delta, S>(requests, out, ctx).await
+}
+
+struct Delta;
 
 #[derive(Default)]
 struct DeltaType {
@@ -291,187 +370,121 @@ struct DeltaType {
     known: HashMap<String, String>,
 }
 
-/// Serves one Delta ADS stream until either side closes it.
-pub async fn run_delta<S>(
-    mut requests: S,
-    out: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    mut ctx: StreamCtx,
-) where
-    S: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Unpin,
-{
-    let Some(Ok(first)) = requests.next().await else {
-        return;
-    };
-    let node = match identity(first.node.as_ref()) {
-        Ok(n) => n,
-        Err(status) => {
-            let _ = out.send(Err(status)).await;
-            return;
-        }
-    };
-    let id = ctx.registry.open(&node.id, &node.cluster, true);
-    info!(node = %node.id, node_cluster = %node.cluster, "Delta ADS stream opened");
-    let mut types: HashMap<&'static str, DeltaType> = HashMap::new();
-    let mut nonce = 0u64;
-    let mut event = Event::Request(first);
-    loop {
-        let ok = match event {
-            Event::Request(req) => match handle_delta_request(&node, id, &ctx, &mut types, req) {
-                Some(t) => push_delta(&node, id, &ctx, &mut types, &mut nonce, &out, t).await,
-                None => true,
-            },
-            Event::Changed => {
-                let mut ok = true;
-                for t in type_url::ALL {
-                    if ok && types.contains_key(t) {
-                        ok = push_delta(&node, id, &ctx, &mut types, &mut nonce, &out, t).await;
-                    }
-                }
-                ok
-            }
-            Event::Closed => false,
-        };
-        if !ok {
-            break;
-        }
-        event = next_event(&mut requests, &mut ctx.cache).await;
-    }
-    ctx.registry.close(id);
-    info!(node = %node.id, "Delta ADS stream closed");
-}
+impl Protocol for Delta {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    type TypeState = DeltaType;
+    const DELTA: bool = true;
 
-fn handle_delta_request(
-    node: &NodeIdentity,
-    id: u64,
-    ctx: &StreamCtx,
-    types: &mut HashMap<&'static str, DeltaType>,
-    req: DeltaDiscoveryRequest,
-) -> Option<&'static str> {
-    let Some(t) = known_type(&req.type_url) else {
-        debug!(type_url = %req.type_url, "ignoring a request for a type Tessera does not serve");
-        return None;
-    };
-    let short = type_url::short(t);
-    ctx.registry.update(id, short, |s| s.requests += 1);
-    let state = match types.entry(t) {
-        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::hash_map::Entry::Vacant(e) => {
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn handle(
+        stream: &StreamState,
+        types: &mut HashMap<&'static str, DeltaType>,
+        req: DeltaDiscoveryRequest,
+    ) -> Option<&'static str> {
+        let t = known_type(&req.type_url)?;
+        let short = type_url::short(t);
+        stream
+            .registry
+            .update(stream.id, short, |s| s.requests += 1);
+        let state = types.entry(t).or_insert_with(|| DeltaType {
             // Legacy wildcard: the first request of a wildcard type with no names.
-            let wildcard = type_url::is_wildcard(t) && req.resource_names_subscribe.is_empty();
-            e.insert(DeltaType {
-                wildcard,
-                known: req.initial_resource_versions.clone(),
-                ..Default::default()
-            })
-        }
-    };
-    for name in req.resource_names_subscribe {
-        if name == "*" {
-            state.wildcard = true;
-        } else {
-            state.subscribed.insert(name);
-        }
-    }
-    for name in req.resource_names_unsubscribe {
-        if name == "*" {
-            state.wildcard = false;
-        } else {
-            state.subscribed.remove(&name);
-            state.known.remove(&name);
-        }
-    }
-    if !req.response_nonce.is_empty() {
-        match req.error_detail {
-            Some(detail) => {
-                log_nack(node, t, &req.response_nonce, &detail.message);
-                ctx.registry.nacks_total.fetch_add(1, Ordering::Relaxed);
-                ctx.registry.update(id, short, |s| {
-                    s.nacks += 1;
-                    s.last_nack = Some(detail.message);
-                });
+            wildcard: type_url::is_wildcard(t) && req.resource_names_subscribe.is_empty(),
+            // What a reconnecting node already holds is not sent again.
+            known: req.initial_resource_versions.clone(),
+            ..Default::default()
+        });
+        for name in req.resource_names_subscribe {
+            if name == "*" {
+                state.wildcard = true;
+            } else {
+                state.subscribed.insert(name);
             }
-            None => ctx
-                .registry
-                .update(id, short, |s| s.acked = req.response_nonce),
         }
+        for name in req.resource_names_unsubscribe {
+            if name == "*" {
+                state.wildcard = false;
+            } else {
+                state.subscribed.remove(&name);
+                state.known.remove(&name);
+            }
+        }
+        if !req.response_nonce.is_empty() {
+            match req.error_detail {
+                Some(detail) => stream.record_nack(t, &req.response_nonce, detail.message),
+                None => stream
+                    .registry
+                    .update(stream.id, short, |s| s.acked = req.response_nonce),
+            }
+        }
+        Some(t)
     }
-    Some(t)
-}
 
-async fn push_delta(
-    node: &NodeIdentity,
-    id: u64,
-    ctx: &StreamCtx,
-    types: &mut HashMap<&'static str, DeltaType>,
-    nonce: &mut u64,
-    out: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    t: &'static str,
-) -> bool {
-    let Some(state) = types.get_mut(t) else {
-        return true;
-    };
-    let snapshot = ctx.cache.borrow().clone();
-    let mut visible: Vec<Arc<Resource>> = snapshot.visible(node, t, &state.subscribed);
-    if type_url::is_wildcard(t) && !state.wildcard {
-        visible.retain(|r| state.subscribed.contains(&r.name));
-    }
-    let changed: Vec<&Arc<Resource>> = visible
-        .iter()
-        .filter(|r| state.known.get(&r.name) != Some(&r.version))
-        .collect();
-    // Credentials are never removed: Envoy ignores the removal and keeps the old key, so a
-    // revocation is always pushed as a value (see design.md, section 2).
-    let mut removed: Vec<String> = if type_url::carries_credentials(t) {
-        Vec::new()
-    } else {
-        state
-            .known
-            .keys()
-            .filter(|k| !visible.iter().any(|r| &r.name == *k))
-            .cloned()
-            .collect()
-    };
-    removed.sort();
-    if changed.is_empty() && removed.is_empty() {
-        return true;
-    }
-    *nonce += 1;
-    let response = DeltaDiscoveryResponse {
-        system_version_info: set_version(&visible),
-        resources: changed
+    fn build(
+        stream: &mut StreamState,
+        state: &mut DeltaType,
+        snapshot: &State,
+        t: &'static str,
+    ) -> Option<DeltaDiscoveryResponse> {
+        let mut visible: Vec<Arc<Resource>> = snapshot.visible(&stream.node, t, &state.subscribed);
+        if type_url::is_wildcard(t) && !state.wildcard {
+            visible.retain(|r| state.subscribed.contains(&r.name));
+        }
+        let changed: Vec<&Arc<Resource>> = visible
             .iter()
-            .map(|r| DeltaResource {
-                name: r.name.clone(),
-                version: r.version.clone(),
-                resource: Some(r.any.clone()),
-                ..Default::default()
-            })
-            .collect(),
-        type_url: t.to_owned(),
-        removed_resources: removed.clone(),
-        nonce: nonce.to_string(),
-        ..Default::default()
-    };
-    for r in &changed {
-        state.known.insert(r.name.clone(), r.version.clone());
+            .filter(|r| state.known.get(&r.name) != Some(&r.version))
+            .collect();
+        // Credentials are never removed: Envoy ignores the removal and keeps the old key, so
+        // a revocation is always pushed as a value (see design.md, section 2).
+        let mut removed: Vec<String> = if type_url::carries_credentials(t) {
+            Vec::new()
+        } else {
+            state
+                .known
+                .keys()
+                .filter(|k| !visible.iter().any(|r| &r.name == *k))
+                .cloned()
+                .collect()
+        };
+        removed.sort();
+        if changed.is_empty() && removed.is_empty() {
+            return None;
+        }
+        for r in &changed {
+            state.known.insert(r.name.clone(), r.version.clone());
+        }
+        for name in &removed {
+            state.known.remove(name);
+        }
+        let nonce = stream.next_nonce();
+        debug!(
+            node = %stream.node.id,
+            xds_type = type_url::short(t),
+            updated = changed.len(),
+            removed = removed.len(),
+            "sending Delta update"
+        );
+        stream.record_sent(t, nonce.clone());
+        Some(DeltaDiscoveryResponse {
+            system_version_info: set_version(&visible),
+            resources: changed
+                .iter()
+                .map(|r| DeltaResource {
+                    name: r.name.clone(),
+                    version: r.version.clone(),
+                    resource: Some(r.any.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            type_url: t.to_owned(),
+            removed_resources: removed,
+            nonce,
+            ..Default::default()
+        })
     }
-    for name in &removed {
-        state.known.remove(name);
-    }
-    debug!(
-        node = %node.id,
-        xds_type = type_url::short(t),
-        updated = changed.len(),
-        removed = removed.len(),
-        "sending Delta update"
-    );
-    let nonce_str = response.nonce.clone();
-    ctx.registry.update(id, type_url::short(t), |s| {
-        s.sent = nonce_str;
-        s.responses += 1;
-    });
-    ctx.registry.responses_total.fetch_add(1, Ordering::Relaxed);
-    out.send(Ok(response)).await.is_ok()
 }
 
 #[cfg(test)]

@@ -87,6 +87,16 @@ where
     }
 }
 
+/// Polls `url` until it answers 200.
+pub async fn wait_ok(what: &str, url: &str) {
+    let client = http();
+    eventually(what, DEADLINE, || {
+        let req = client.get(url).send();
+        async move { req.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+    })
+    .await;
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
@@ -167,20 +177,10 @@ impl Tessera {
     }
 
     pub async fn wait_ready(&self) {
-        let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
-        let client = http();
-        eventually("tessera /readyz", DEADLINE, || {
-            let c = client.clone();
-            let url = url.clone();
-            async move {
-                c.get(&url)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status() == 200)
-                    .map(|_| ())
-            }
-        })
+        wait_ok(
+            "tessera /readyz",
+            &format!("http://127.0.0.1:{}/readyz", self.admin_port),
+        )
         .await;
     }
 
@@ -290,20 +290,10 @@ impl Envoy {
             listener_port,
             log,
         };
-        let client = http();
-        let ready = format!("http://127.0.0.1:{admin_port}/ready");
-        eventually("envoy /ready", DEADLINE, || {
-            let c = client.clone();
-            let url = ready.clone();
-            async move {
-                c.get(&url)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status() == 200)
-                    .map(|_| ())
-            }
-        })
+        wait_ok(
+            "envoy /ready",
+            &format!("http://127.0.0.1:{admin_port}/ready"),
+        )
         .await;
         envoy
     }
