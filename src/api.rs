@@ -107,7 +107,6 @@ pub struct BackendTls {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 pub enum PolicyType {
     APIKey,
-    /// Reserved; rejected by the loader until implemented.
     AWSCredentials,
     /// Reserved; rejected by the loader until implemented.
     AzureCredentials,
@@ -120,6 +119,59 @@ pub struct BackendSecurityPolicySpec {
     #[serde(rename = "type")]
     pub type_: PolicyType,
     pub api_key: Option<ApiKeySpec>,
+    pub aws_credentials: Option<AwsCredentialsSpec>,
+}
+
+/// AWS credentials: exactly one of `oidcExchangeToken` and `credentialsFile`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsCredentialsSpec {
+    pub region: String,
+    pub oidc_exchange_token: Option<OidcExchangeTokenSpec>,
+    /// A standard AWS credentials file, relative to the YAML file's directory; watched.
+    pub credentials_file: Option<String>,
+    /// Profile in `credentialsFile`; defaults to `default`.
+    pub profile: Option<String>,
+    /// Regional or private STS endpoint (http allowed).
+    pub sts_endpoint: Option<String>,
+    pub refresh: Option<RefreshSpec>,
+}
+
+/// STS `AssumeRoleWithWebIdentity` with an OIDC token: exactly one of `tokenFile` and `oidc`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OidcExchangeTokenSpec {
+    pub role_arn: String,
+    /// Defaults to `tessera-<policy name>`.
+    pub role_session_name: Option<String>,
+    /// 900–43200; defaults to 3600.
+    pub duration_seconds: Option<u32>,
+    /// A projected service-account token, re-read at each exchange.
+    pub token_file: Option<String>,
+    pub oidc: Option<OidcSpec>,
+}
+
+/// A client-credentials grant: exactly one of `issuer` and `tokenEndpoint`, and exactly one
+/// of `clientSecretRef` and `clientSecretFile`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OidcSpec {
+    pub issuer: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub client_id: String,
+    pub client_secret_ref: Option<SecretKeyRef>,
+    pub client_secret_file: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub audience: Option<String>,
+}
+
+/// Refresh timing; durations as strings such as `"5m"`, `"30s"`, `"1h30m"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RefreshSpec {
+    pub before_expiry: Option<String>,
+    pub jitter: Option<String>,
+    pub max_backoff: Option<String>,
 }
 
 /// A long-lived API key; exactly one of `file` and `secretRef`.

@@ -5,20 +5,19 @@
 //! * ADS server — subscribes to the cache; publishes to Envoy.
 //! * admin server — reads the cache, the stream registry and the status below.
 
-use crate::credentials::{KeyState, StaticKeys};
+use crate::credentials::{KeyState, Minters, StaticKeys, StatusBoard};
 use crate::source::watch::{Change, DirWatcher, parent_dir};
 use crate::source::{Loaded, load};
-use crate::translate::translate;
+use crate::translate::{names, translate};
 use crate::xds::{AdsService, Cache, Registry};
 use anyhow::{Context, bail};
-use dashmap::DashMap;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -59,15 +58,6 @@ pub struct ConfigStatus {
     pub last_error: Option<String>,
 }
 
-/// One credential's state, for the admin API; never the value.
-#[derive(Debug, Clone, Serialize)]
-pub struct CredentialStatus {
-    pub name: String,
-    pub state: &'static str,
-    pub reason: Option<String>,
-    pub updated_unix: u64,
-}
-
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -83,29 +73,16 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub ready: AtomicBool,
     pub config_status: RwLock<ConfigStatus>,
-    pub credentials: DashMap<String, CredentialStatus>,
+    pub board: Arc<StatusBoard>,
     pub metrics: Metrics,
 }
 
 impl AppState {
-    fn record_credential(&self, name: &str, state: &KeyState) {
-        let (label, reason) = match state {
-            KeyState::Present(_) => ("present", None),
-            KeyState::Revoked(why) => ("revoked", Some(why.clone())),
-        };
-        let updated_unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        self.credentials.insert(
-            name.to_owned(),
-            CredentialStatus {
-                name: name.to_owned(),
-                state: label,
-                reason,
-                updated_unix,
-            },
-        );
+    fn record_static(&self, name: &str, state: &KeyState) {
+        match state {
+            KeyState::Present(_) => self.board.set(name, "present", None, None),
+            KeyState::Revoked(why) => self.board.set(name, "revoked", Some(why.clone()), None),
+        }
     }
 }
 
@@ -126,6 +103,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         }
         warn!(address = %opts.xds_address, "serving xDS WITHOUT TLS on a non-loopback address (--insecure-xds): anyone who can reach it can read provider keys");
     }
+    // One TLS crypto provider for every client (OIDC grants, STS): aws-lc-rs. It may already be
+    // installed when serving in-process (tests); that is fine.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .timeout(crate::credentials::rotator::ATTEMPT_TIMEOUT)
+        .build()
+        .context("cannot build the HTTP client for identity providers")?;
     let state = Arc::new(AppState::default());
 
     let (watcher, changes) = DirWatcher::new().context("cannot start the file watcher")?;
@@ -134,6 +118,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         state: state.clone(),
         watcher,
         keys: StaticKeys::default(),
+        minters: Minters::new(state.cache.clone(), state.board.clone(), http),
     };
     reconciler.reload();
 
@@ -192,6 +177,7 @@ struct Reconciler {
     state: Arc<AppState>,
     watcher: DirWatcher,
     keys: StaticKeys,
+    minters: Minters,
 }
 
 impl Reconciler {
@@ -245,7 +231,7 @@ impl Reconciler {
         let resources: Vec<_> = changed.iter().map(|(_, _, r)| r.clone()).collect();
         self.state.cache.set_credentials(resources);
         for (name, key_state, _) in &changed {
-            self.state.record_credential(name, key_state);
+            self.state.record_static(name, key_state);
             self.state
                 .metrics
                 .credential_updates
@@ -267,10 +253,19 @@ impl Reconciler {
             Ok(Loaded { model, files }) => {
                 let gateways = translate(&model);
                 let keys = StaticKeys::load(&model);
-                self.state.cache.publish(gateways, keys.resources());
-                self.state.credentials.clear();
+                let plan = self.minters.plan(&model);
+                let mut credentials = keys.resources();
+                credentials.extend(plan.placeholders.iter().cloned());
+                self.state.cache.publish(gateways, credentials);
+                self.minters.start(plan);
+                let names: std::collections::HashSet<String> = model
+                    .policies
+                    .keys()
+                    .map(|p| names::credential(p))
+                    .collect();
+                self.state.board.0.retain(|name, _| names.contains(name));
                 for (name, key_state) in keys.states() {
-                    self.state.record_credential(name, key_state);
+                    self.state.record_static(name, key_state);
                 }
                 let mut dirs: Vec<PathBuf> = keys.files().map(|f| parent_dir(f)).collect();
                 dirs.push(if self.config.is_dir() {

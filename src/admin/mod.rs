@@ -37,11 +37,8 @@ async fn status(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .read()
         .map(|s| s.clone())
         .unwrap_or_default();
-    let credentials: Vec<_> = state
-        .credentials
-        .iter()
-        .map(|e| e.value().clone())
-        .collect();
+    let mut credentials: Vec<_> = state.board.0.iter().map(|e| e.value().clone()).collect();
+    credentials.sort_by(|a, b| a.name.cmp(&b.name));
     axum::Json(serde_json::json!({
         "config": config,
         "credentials": credentials,

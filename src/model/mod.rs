@@ -134,10 +134,86 @@ pub struct SecurityPolicy {
     pub kind: PolicyKind,
 }
 
-/// The credential kinds; AWS and Azure short-lived credentials join here.
+/// The credential kinds; Azure short-lived credentials join here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum PolicyKind {
     ApiKey(ApiKey),
+    Aws(Box<AwsCredentials>),
+}
+
+/// AWS credentials for SigV4 signing (Bedrock), minted from OIDC or read from a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AwsCredentials {
+    pub region: String,
+    pub source: AwsSource,
+    /// Regional or private STS endpoint; the SDK's default for the region otherwise.
+    pub sts_endpoint: Option<String>,
+    pub refresh: RefreshPolicy,
+}
+
+/// Where AWS credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum AwsSource {
+    /// STS `AssumeRoleWithWebIdentity` with an OIDC token.
+    WebIdentity(WebIdentity),
+    /// A standard AWS credentials file (watched); a missing profile means revoked.
+    CredentialsFile { path: PathBuf, profile: String },
+}
+
+/// The role to assume and the token to prove who Tessera is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WebIdentity {
+    pub role_arn: String,
+    pub session_name: String,
+    pub duration_seconds: u32,
+    pub token: TokenSource,
+}
+
+/// An OIDC token: a projected file (re-read at each exchange) or a client-credentials grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum TokenSource {
+    File(PathBuf),
+    Oidc(OidcClient),
+}
+
+/// A client-credentials grant at an OIDC issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OidcClient {
+    pub endpoint: OidcEndpoint,
+    pub client_id: String,
+    /// Read at each grant, so rotating the client secret needs no reload.
+    pub client_secret: KeySource,
+    pub scopes: Vec<String>,
+    pub audience: String,
+}
+
+/// How to find the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum OidcEndpoint {
+    /// Discovered from `<issuer>/.well-known/openid-configuration`.
+    Issuer(String),
+    TokenEndpoint(String),
+}
+
+/// When short-lived credentials are renewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RefreshPolicy {
+    /// Renew this long before expiry (at most half the lifetime).
+    pub before_expiry: std::time::Duration,
+    /// Renew up to this much earlier still, at random, so a fleet of policies spreads out.
+    pub jitter: std::time::Duration,
+    /// Upper bound of the exponential backoff between failed attempts.
+    pub max_backoff: std::time::Duration,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        Self {
+            before_expiry: std::time::Duration::from_secs(300),
+            jitter: std::time::Duration::from_secs(30),
+            max_backoff: std::time::Duration::from_secs(60),
+        }
+    }
 }
 
 /// A long-lived key attached as a header.
@@ -197,4 +273,13 @@ pub struct HeaderMatch {
 pub struct WeightedBackend {
     pub name: String,
     pub weight: u32,
+}
+
+/// A set of AWS credentials as Envoy's signer needs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsKeys {
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
+    /// Present for temporary (STS) credentials.
+    pub session_token: Option<SecretString>,
 }

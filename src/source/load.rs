@@ -5,8 +5,8 @@
 
 use crate::api::{self, PolicyType};
 use crate::model::{
-    ApiKey, Backend, Endpoint, Gateway, HeaderMatch, KeySource, Listener, Match, Model, PolicyKind,
-    Route, Rule, SecretString, SecurityPolicy, UpstreamTls, WeightedBackend,
+    Backend, Endpoint, Gateway, HeaderMatch, Listener, Match, Model, PolicyKind, Route, Rule,
+    SecretString, SecurityPolicy, UpstreamTls, WeightedBackend,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -20,6 +20,7 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+mod policy;
 #[cfg(test)]
 mod tests;
 
@@ -383,53 +384,46 @@ impl Loader {
         for Doc { origin, name, obj } in std::mem::take(&mut self.policies) {
             let spec = obj.spec;
             let mut e = origin.sink(&mut self.errors);
-            if spec.type_ != PolicyType::APIKey {
-                let message = format!("{:?} is not supported yet; only APIKey is", spec.type_);
-                e.err("spec.type", message);
-                continue;
+            // A block for another type is a mistake the user should hear about.
+            for (present, field, ty) in [
+                (spec.api_key.is_some(), "spec.apiKey", PolicyType::APIKey),
+                (
+                    spec.aws_credentials.is_some(),
+                    "spec.awsCredentials",
+                    PolicyType::AWSCredentials,
+                ),
+            ] {
+                if present && spec.type_ != ty {
+                    e.err(
+                        field,
+                        format!("is not allowed when type is {:?}", spec.type_),
+                    );
+                }
             }
-            let Some(key) = spec.api_key else {
-                e.err("spec.apiKey", "is required when type is APIKey");
-                continue;
+            let kind = match spec.type_ {
+                PolicyType::APIKey => match spec.api_key {
+                    Some(key) => policy::api_key(key, &mut e, secrets),
+                    None => {
+                        e.err("spec.apiKey", "is required when type is APIKey");
+                        None
+                    }
+                },
+                PolicyType::AWSCredentials => match spec.aws_credentials {
+                    Some(aws) => policy::aws(&name, aws, &mut e, secrets),
+                    None => {
+                        e.err(
+                            "spec.awsCredentials",
+                            "is required when type is AWSCredentials",
+                        );
+                        None
+                    }
+                },
+                PolicyType::AzureCredentials => {
+                    e.err("spec.type", "AzureCredentials is not supported yet");
+                    None
+                }
             };
-            let source = match (key.file, key.secret_ref) {
-                (Some(file), None) if file.is_empty() => {
-                    e.err("spec.apiKey.file", "must not be empty");
-                    None
-                }
-                // Whether the file exists is not checked: a missing key file means revoked.
-                (Some(file), None) => Some(KeySource::File(origin.resolve(&file))),
-                (None, Some(r)) if r.name.is_empty() || r.key.is_empty() => {
-                    e.err("spec.apiKey.secretRef", "name and key must not be empty");
-                    None
-                }
-                // A missing Secret or key is a revocation, not a configuration error.
-                (None, Some(r)) => Some(KeySource::Secret {
-                    value: secrets.get(&r.name).and_then(|s| s.get(&r.key)).cloned(),
-                    name: r.name,
-                    key: r.key,
-                }),
-                _ => {
-                    e.err("spec.apiKey", "needs exactly one of file and secretRef");
-                    None
-                }
-            };
-            if let Some(header) = key.header.as_deref().filter(|h| !is_header_name(h)) {
-                let message = format!("{header:?} is not a lowercase HTTP header name");
-                e.err("spec.apiKey.header", message);
-            }
-            if let Some(prefix) = &key.prefix
-                && http::HeaderValue::from_str(prefix).is_err()
-            {
-                e.err("spec.apiKey.prefix", "is not a valid HTTP header value");
-            }
-            let (header, prefix) = (key.header, key.prefix);
-            if let Some(source) = source {
-                let kind = PolicyKind::ApiKey(ApiKey {
-                    source,
-                    header,
-                    prefix,
-                });
+            if let Some(kind) = kind {
                 model
                     .policies
                     .insert(name.clone(), SecurityPolicy { name, kind });
@@ -469,6 +463,16 @@ impl Loader {
                 }
                 _ => None,
             };
+            let aws_policy = security_policy
+                .as_ref()
+                .and_then(|p| model.policies.get(p))
+                .is_some_and(|p| matches!(p.kind, PolicyKind::Aws(_)));
+            if aws_policy && spec.provider != api::Provider::AWSBedrock {
+                e.err(
+                    "spec.securityPolicy",
+                    "AWSCredentials sign for Bedrock: the provider must be AWSBedrock",
+                );
+            }
             if let Some(endpoint) = endpoint {
                 let backend = Backend {
                     name: name.clone(),

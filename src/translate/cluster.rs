@@ -5,7 +5,7 @@ use crate::model::{Backend, CLIENT_CREDENTIAL_HEADERS, Gateway, PolicyKind, Secu
 use crate::xds::resource::to_any;
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::common::mutation_rules::v3::{
-    HeaderMutation as HeaderOp, header_mutation::Action,
+    HeaderMutation as HeaderOp, header_mutation::Action, header_mutation::RemoveOnMatch,
 };
 use envoy_types::pb::envoy::config::core::v3::{
     Address, AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, HeaderValue,
@@ -171,7 +171,7 @@ fn http_filter<M: prost::Message + prost::Name>(name: &str, config: &M) -> HttpF
 }
 
 /// header_mutation (strip client credentials, add fixed provider headers) → credential
-/// injection → codec. Order matters: the strip must run before the injector adds its header.
+/// injection or SigV4 signing → codec. Order matters: the strip must run before the injector adds its header.
 fn upstream_filters(backend: &Backend, policy: Option<&SecurityPolicy>) -> Vec<HttpFilter> {
     let mut ops: Vec<HeaderOp> = CLIENT_CREDENTIAL_HEADERS
         .iter()
@@ -179,6 +179,17 @@ fn upstream_filters(backend: &Backend, policy: Option<&SecurityPolicy>) -> Vec<H
             action: Some(Action::Remove((*h).to_owned())),
         })
         .collect();
+    if matches!(policy.map(|p| &p.kind), Some(PolicyKind::Aws(_))) {
+        // A client-chosen x-amz-* header (a date, a security token) must not be signed along.
+        ops.push(HeaderOp {
+            action: Some(Action::RemoveOnMatch(RemoveOnMatch {
+                key_matcher: Some(StringMatcher {
+                    match_pattern: Some(MatchPattern::Prefix("x-amz-".to_owned())),
+                    ..Default::default()
+                }),
+            })),
+        });
+    }
     for (key, value) in backend.provider.fixed_headers() {
         ops.push(HeaderOp {
             action: Some(Action::Append(HeaderValueOption {
@@ -233,6 +244,9 @@ fn upstream_filters(backend: &Backend, policy: Option<&SecurityPolicy>) -> Vec<H
                     },
                 ));
             }
+            PolicyKind::Aws(_) => filters.push(super::signer::signer_filter(&names::credential(
+                &policy.name,
+            ))),
         }
     }
     filters.push(http_filter(

@@ -8,8 +8,10 @@ mod cluster;
 mod listener;
 pub mod names;
 mod secret;
+mod signer;
 
 pub use secret::generic_secret;
+pub use signer::{deny_config, signer_config};
 
 use crate::model::Model;
 use crate::xds::{GatewayConfig, Resource, TypeSet};

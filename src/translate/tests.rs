@@ -211,3 +211,86 @@ fn revoked_secret_is_pushed_empty_and_never_printed() {
     assert_ne!(present.version, revoked.version);
     assert!(!format!("{present:?}").contains("sk-top-secret"));
 }
+
+#[test]
+fn aws_backends_sign_through_ecds_and_fail_closed_by_default() {
+    let mut m = model();
+    m.backends.insert(
+        "bedrock".into(),
+        Backend {
+            name: "bedrock".into(),
+            provider: Provider::AWSBedrock,
+            endpoint: Endpoint {
+                host: "bedrock-runtime.us-east-1.amazonaws.com".into(),
+                port: 443,
+                tls: true,
+            },
+            tls: Some(UpstreamTls {
+                ca_pem: None,
+                sni: None,
+            }),
+            security_policy: Some("aws".into()),
+        },
+    );
+    m.policies.insert(
+        "aws".into(),
+        SecurityPolicy {
+            name: "aws".into(),
+            kind: PolicyKind::Aws(Box::new(AwsCredentials {
+                region: "us-east-1".into(),
+                source: AwsSource::CredentialsFile {
+                    path: "/c".into(),
+                    profile: "default".into(),
+                },
+                sts_endpoint: None,
+                refresh: RefreshPolicy::default(),
+            })),
+        },
+    );
+    if let Some(r) = m.routes.get_mut("chat") {
+        r.rules[0].backends.push(WeightedBackend {
+            name: "bedrock".into(),
+            weight: 1,
+        });
+    }
+    let out = translate(&m);
+    assert!(out["edge"].credentials.contains("credential/aws"));
+    let c = cluster(&out["edge"], "backend/bedrock");
+    let opts = &c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    let opts = HttpProtocolOptions::decode(opts.value.as_slice()).unwrap();
+    let names: Vec<_> = opts.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "envoy.filters.http.header_mutation",
+            "credential/aws",
+            "envoy.filters.http.upstream_codec"
+        ]
+    );
+    let Some(envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType::ConfigDiscovery(ecds)) =
+        &opts.http_filters[1].config_type
+    else {
+        panic!("the signer arrives by ECDS")
+    };
+    assert!(ecds.apply_default_config_without_warming);
+    assert!(
+        ecds.default_config
+            .as_ref()
+            .unwrap()
+            .type_url
+            .ends_with("rbac.v3.RBAC"),
+        "deny until signed"
+    );
+    assert_eq!(ecds.type_urls.len(), 2);
+    // Client x-amz-* headers are stripped before signing.
+    assert!(String::from_utf8_lossy(&filters(&c)[0].1).contains("x-amz-"));
+    // The signer config carries the keys; Debug never shows them.
+    let keys = AwsKeys {
+        access_key_id: "AKIA1".into(),
+        secret_access_key: SecretString::new("very-secret"),
+        session_token: Some(SecretString::new("tok")),
+    };
+    let r = signer_config("credential/aws", "us-east-1", &keys);
+    assert!(!format!("{r:?} {keys:?}").contains("very-secret"));
+    assert_ne!(r.version, deny_config("credential/aws").version);
+}

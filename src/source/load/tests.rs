@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::Provider as P;
+use crate::model::{ApiKey, KeySource};
 use base64::engine::general_purpose::STANDARD;
 use tempfile::TempDir;
 
@@ -238,7 +239,45 @@ fn each_rule_names_file_document_object_and_field() {
         // Policies.
         (
             policy("{type: AWSCredentials}"),
-            r#"document 1 (BackendSecurityPolicy "p"): spec.type: AWSCredentials is not supported yet"#,
+            "spec.awsCredentials: is required when type is AWSCredentials",
+        ),
+        (
+            policy("{type: AWSCredentials, awsCredentials: {region: us-east-1}}"),
+            "spec.awsCredentials: needs exactly one of oidcExchangeToken and credentialsFile",
+        ),
+        (
+            policy("{type: AWSCredentials, awsCredentials: {region: US_EAST, credentialsFile: c}}"),
+            r#"spec.awsCredentials.region: "US_EAST" is not an AWS region"#,
+        ),
+        (
+            policy(
+                "{type: AWSCredentials, awsCredentials: {region: us-east-1, oidcExchangeToken: {roleArn: arn:aws:iam::1:role/r, tokenFile: t, durationSeconds: 60}}}",
+            ),
+            "spec.awsCredentials.oidcExchangeToken.durationSeconds: must be between 900 and 43200",
+        ),
+        (
+            policy(
+                "{type: AWSCredentials, awsCredentials: {region: us-east-1, oidcExchangeToken: {roleArn: role, tokenFile: t}}}",
+            ),
+            r#"spec.awsCredentials.oidcExchangeToken.roleArn: "role" is not an IAM role ARN"#,
+        ),
+        (
+            policy(
+                "{type: AWSCredentials, awsCredentials: {region: us-east-1, oidcExchangeToken: {roleArn: arn:aws:iam::1:role/r, oidc: {issuer: http://i, clientId: c}}}}",
+            ),
+            "spec.awsCredentials.oidcExchangeToken.oidc: needs exactly one of clientSecretFile and clientSecretRef",
+        ),
+        (
+            policy(
+                "{type: AWSCredentials, awsCredentials: {region: us-east-1, credentialsFile: c, refresh: {beforeExpiry: soon}}}",
+            ),
+            r#"spec.awsCredentials.refresh.beforeExpiry: "soon" is not a duration"#,
+        ),
+        (
+            policy(
+                "{type: APIKey, apiKey: {file: k}, awsCredentials: {region: us-east-1, credentialsFile: c}}",
+            ),
+            "spec.awsCredentials: is not allowed when type is APIKey",
         ),
         (
             policy("{type: AzureCredentials}"),
@@ -677,7 +716,9 @@ fn full_config_loads_into_the_model() {
     };
     assert_eq!(loaded.model, expected);
     // SecretString compares by value, but check the trimmed value explicitly.
-    let PolicyKind::ApiKey(key) = &loaded.model.policies["anthropic-key"].kind;
+    let PolicyKind::ApiKey(key) = &loaded.model.policies["anthropic-key"].kind else {
+        panic!("an API key policy")
+    };
     let KeySource::Secret {
         value: Some(value), ..
     } = &key.source
@@ -704,7 +745,9 @@ fn single_file_loads_and_missing_path_is_an_error() {
 }
 
 fn secret_value(model: &Model, policy: &str) -> Option<String> {
-    let PolicyKind::ApiKey(key) = &model.policies[policy].kind;
+    let PolicyKind::ApiKey(key) = &model.policies[policy].kind else {
+        panic!("an API key policy")
+    };
     match &key.source {
         KeySource::Secret { value, .. } => value.as_ref().map(|v| v.expose().to_owned()),
         KeySource::File(_) => panic!("{policy} uses a file"),
@@ -755,7 +798,9 @@ fn missing_secret_and_missing_key_file_are_revocations_not_errors() {
     let dir = dir_with(&[("policies.yaml", &policies)]);
     let model = load(dir.path()).unwrap_or_else(|e| panic!("{e}")).model;
     assert_eq!(secret_value(&model, "no-secret"), None);
-    let PolicyKind::ApiKey(key) = &model.policies["p"].kind;
+    let PolicyKind::ApiKey(key) = &model.policies["p"].kind else {
+        panic!("an API key policy")
+    };
     assert_eq!(key.source, KeySource::File("/does/not/exist.key".into()));
 }
 
@@ -876,7 +921,10 @@ fn example_config_loads() {
             (b.provider, b.endpoint.authority(), b.tls.as_ref()),
             (provider, "127.0.0.1:18080".into(), None)
         );
-        let PolicyKind::ApiKey(key) = &model.policies[b.security_policy.as_deref().unwrap()].kind;
+        let PolicyKind::ApiKey(key) = &model.policies[b.security_policy.as_deref().unwrap()].kind
+        else {
+            panic!("an API key policy")
+        };
         let KeySource::File(file) = &key.source else {
             panic!("{key:?}")
         };

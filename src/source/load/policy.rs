@@ -1,0 +1,312 @@
+//! Validation of BackendSecurityPolicy specs, one function per credential type.
+
+use super::{Secrets, Sink, is_header_name};
+use crate::api::{self, ApiKeySpec, AwsCredentialsSpec, RefreshSpec, SecretKeyRef};
+use crate::model::{
+    ApiKey, AwsCredentials, AwsSource, KeySource, OidcClient, OidcEndpoint, PolicyKind,
+    RefreshPolicy, TokenSource, WebIdentity,
+};
+use std::time::Duration;
+
+/// The audience STS expects in a web identity token unless the IAM provider says otherwise.
+const DEFAULT_AWS_AUDIENCE: &str = "sts.amazonaws.com";
+
+pub(super) fn api_key(key: ApiKeySpec, e: &mut Sink<'_>, secrets: &Secrets) -> Option<PolicyKind> {
+    let source = secret_source(key.file, key.secret_ref, "spec.apiKey", "file", e, secrets);
+    if let Some(header) = key.header.as_deref().filter(|h| !is_header_name(h)) {
+        let message = format!("{header:?} is not a lowercase HTTP header name");
+        e.err("spec.apiKey.header", message);
+    }
+    if let Some(prefix) = &key.prefix
+        && http::HeaderValue::from_str(prefix).is_err()
+    {
+        e.err("spec.apiKey.prefix", "is not a valid HTTP header value");
+    }
+    Some(PolicyKind::ApiKey(ApiKey {
+        source: source?,
+        header: key.header,
+        prefix: key.prefix,
+    }))
+}
+
+/// Exactly one of a file and a Secret reference. A missing file, Secret or key is not an
+/// error: it is a revocation, handled where the value is read.
+fn secret_source(
+    file: Option<String>,
+    secret_ref: Option<SecretKeyRef>,
+    at: &str,
+    file_field: &str,
+    e: &mut Sink<'_>,
+    secrets: &Secrets,
+) -> Option<KeySource> {
+    let ref_field = if file_field == "file" {
+        "secretRef"
+    } else {
+        "clientSecretRef"
+    };
+    match (file, secret_ref) {
+        (Some(file), None) if file.is_empty() => {
+            e.err(format!("{at}.{file_field}"), "must not be empty");
+            None
+        }
+        (Some(file), None) => Some(KeySource::File(e.origin.resolve(&file))),
+        (None, Some(r)) if r.name.is_empty() || r.key.is_empty() => {
+            e.err(
+                format!("{at}.{ref_field}"),
+                "name and key must not be empty",
+            );
+            None
+        }
+        (None, Some(r)) => Some(KeySource::Secret {
+            value: secrets.get(&r.name).and_then(|s| s.get(&r.key)).cloned(),
+            name: r.name,
+            key: r.key,
+        }),
+        _ => {
+            e.err(
+                at,
+                format!("needs exactly one of {file_field} and {ref_field}"),
+            );
+            None
+        }
+    }
+}
+
+pub(super) fn aws(
+    policy: &str,
+    spec: AwsCredentialsSpec,
+    e: &mut Sink<'_>,
+    secrets: &Secrets,
+) -> Option<PolicyKind> {
+    const AT: &str = "spec.awsCredentials";
+    if !is_region(&spec.region) {
+        e.err(
+            format!("{AT}.region"),
+            format!("{:?} is not an AWS region", spec.region),
+        );
+    }
+    if let Some(endpoint) = spec.sts_endpoint.as_deref()
+        && let Err(m) = check_url(endpoint)
+    {
+        e.err(format!("{AT}.stsEndpoint"), m);
+    }
+    let refresh = refresh(
+        spec.refresh.unwrap_or_default(),
+        &format!("{AT}.refresh"),
+        e,
+    );
+    let source = match (spec.oidc_exchange_token, spec.credentials_file) {
+        (Some(x), None) => {
+            if spec.profile.is_some() {
+                e.err(format!("{AT}.profile"), "only applies to credentialsFile");
+            }
+            web_identity(policy, x, e, secrets).map(AwsSource::WebIdentity)
+        }
+        (None, Some(file)) if file.is_empty() => {
+            e.err(format!("{AT}.credentialsFile"), "must not be empty");
+            None
+        }
+        (None, Some(file)) => Some(AwsSource::CredentialsFile {
+            path: e.origin.resolve(&file),
+            profile: spec.profile.unwrap_or_else(|| "default".into()),
+        }),
+        _ => {
+            e.err(
+                AT,
+                "needs exactly one of oidcExchangeToken and credentialsFile",
+            );
+            None
+        }
+    };
+    Some(PolicyKind::Aws(Box::new(AwsCredentials {
+        region: spec.region,
+        source: source?,
+        sts_endpoint: spec.sts_endpoint,
+        refresh: refresh?,
+    })))
+}
+
+fn web_identity(
+    policy: &str,
+    x: api::OidcExchangeTokenSpec,
+    e: &mut Sink<'_>,
+    secrets: &Secrets,
+) -> Option<WebIdentity> {
+    const AT: &str = "spec.awsCredentials.oidcExchangeToken";
+    if !x.role_arn.starts_with("arn:") || x.role_arn.split(':').count() < 6 {
+        e.err(
+            format!("{AT}.roleArn"),
+            format!("{:?} is not an IAM role ARN", x.role_arn),
+        );
+    }
+    let duration_seconds = x.duration_seconds.unwrap_or(3600);
+    if !(900..=43200).contains(&duration_seconds) {
+        e.err(
+            format!("{AT}.durationSeconds"),
+            "must be between 900 and 43200",
+        );
+    }
+    let session_name = x.role_session_name.unwrap_or_else(|| {
+        let mut name = format!("tessera-{policy}");
+        name.truncate(64);
+        name
+    });
+    // STS: 2-64 characters of [\w+=,.@-].
+    let valid_session = (2..=64).contains(&session_name.len())
+        && session_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
+    if !valid_session {
+        e.err(
+            format!("{AT}.roleSessionName"),
+            "must be 2-64 characters of letters, digits and _+=,.@-",
+        );
+    }
+    let token = match (x.token_file, x.oidc) {
+        (Some(file), None) if file.is_empty() => {
+            e.err(format!("{AT}.tokenFile"), "must not be empty");
+            None
+        }
+        (Some(file), None) => Some(TokenSource::File(e.origin.resolve(&file))),
+        (None, Some(oidc)) => oidc_client(
+            oidc,
+            &format!("{AT}.oidc"),
+            DEFAULT_AWS_AUDIENCE,
+            e,
+            secrets,
+        )
+        .map(TokenSource::Oidc),
+        _ => {
+            e.err(AT, "needs exactly one of tokenFile and oidc");
+            None
+        }
+    };
+    Some(WebIdentity {
+        role_arn: x.role_arn,
+        session_name,
+        duration_seconds,
+        token: token?,
+    })
+}
+
+/// An OIDC client-credentials block (shared with Azure, whose default audience differs).
+pub(super) fn oidc_client(
+    spec: api::OidcSpec,
+    at: &str,
+    default_audience: &str,
+    e: &mut Sink<'_>,
+    secrets: &Secrets,
+) -> Option<OidcClient> {
+    let endpoint = match (spec.issuer, spec.token_endpoint) {
+        (Some(issuer), None) => check_url(&issuer)
+            .map_err(|m| e.err(format!("{at}.issuer"), m))
+            .ok()
+            .map(|()| OidcEndpoint::Issuer(issuer)),
+        (None, Some(url)) => check_url(&url)
+            .map_err(|m| e.err(format!("{at}.tokenEndpoint"), m))
+            .ok()
+            .map(|()| OidcEndpoint::TokenEndpoint(url)),
+        _ => {
+            e.err(at, "needs exactly one of issuer and tokenEndpoint");
+            None
+        }
+    };
+    if spec.client_id.is_empty() {
+        e.err(format!("{at}.clientId"), "must not be empty");
+    }
+    let client_secret = secret_source(
+        spec.client_secret_file,
+        spec.client_secret_ref,
+        at,
+        "clientSecretFile",
+        e,
+        secrets,
+    );
+    Some(OidcClient {
+        endpoint: endpoint?,
+        client_id: spec.client_id,
+        client_secret: client_secret?,
+        scopes: spec.scopes.unwrap_or_default(),
+        audience: spec.audience.unwrap_or_else(|| default_audience.to_owned()),
+    })
+}
+
+fn refresh(spec: RefreshSpec, at: &str, e: &mut Sink<'_>) -> Option<RefreshPolicy> {
+    let defaults = RefreshPolicy::default();
+    let mut field = |value: Option<String>, name: &str, default: Duration| match value {
+        None => Some(default),
+        Some(v) => parse_duration(&v)
+            .map_err(|m| e.err(format!("{at}.{name}"), m))
+            .ok(),
+    };
+    let before_expiry = field(spec.before_expiry, "beforeExpiry", defaults.before_expiry);
+    let jitter = field(spec.jitter, "jitter", defaults.jitter);
+    let max_backoff = field(spec.max_backoff, "maxBackoff", defaults.max_backoff);
+    let max_backoff = max_backoff.filter(|d| !d.is_zero());
+    Some(RefreshPolicy {
+        before_expiry: before_expiry?,
+        jitter: jitter?,
+        max_backoff: max_backoff?,
+    })
+}
+
+/// Parses durations like `5m`, `30s`, `1h30m`, `250ms`.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration such as \"30s\", \"5m\" or \"1h30m\"");
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => return Err(bad()),
+        };
+        total += unit;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(h)) if !h.is_empty() => Ok(()),
+        _ => Err(format!("{url:?} must be an http(s) URL with a host")),
+    }
+}
+
+fn is_region(region: &str) -> bool {
+    !region.is_empty()
+        && region.len() <= 32
+        && region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}
