@@ -98,6 +98,8 @@ pub async fn wait_ok(what: &str, url: &str) {
 }
 
 pub fn http() -> reqwest::Client {
+    // reqwest is built with rustls but no default crypto provider: pick the one Tessera uses.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
