@@ -79,6 +79,7 @@ import time
 import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from xml.sax.saxutils import escape
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest, HTTPHeaders
@@ -242,7 +243,7 @@ def sts_error_xml(code, message, sender=True):
     kind = "Sender" if sender else "Receiver"
     return (f'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
             f"<Error><Type>{kind}</Type><Code>{code}</Code>"
-            f"<Message>{message}</Message></Error>"
+            f"<Message>{escape(message)}</Message></Error>"
             f"<RequestId>{request_id}</RequestId></ErrorResponse>").encode()
 
 

@@ -11,7 +11,7 @@ use crate::model::{AwsKeys, SecretString, WebIdentity};
 use crate::translate::{deny_config, signer_config};
 use crate::xds::Resource;
 use aws_sdk_sts::config::{BehaviorVersion, Region, retry::RetryConfig, timeout::TimeoutConfig};
-use aws_sdk_sts::error::DisplayErrorContext;
+use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -68,7 +68,7 @@ impl Minter for AwsMinter {
             .web_identity_token(token.expose())
             .send()
             .await
-            .map_err(|e| MintError::Sts(DisplayErrorContext(e).to_string()))?;
+            .map_err(describe)?;
         let creds = out
             .credentials()
             .ok_or_else(|| MintError::Sts("the response has no Credentials".into()))?;
@@ -88,4 +88,19 @@ impl Minter for AwsMinter {
     fn deny(&self) -> Arc<Resource> {
         deny_config(&self.name)
     }
+}
+
+/// A one-line STS error: status, code and message for service errors (the raw response
+/// would be logged whole otherwise), the error chain for transport failures.
+fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    e: SdkError<E, R>,
+) -> MintError {
+    MintError::Sts(match &e {
+        SdkError::ServiceError(se) => format!(
+            "{} {}",
+            se.err().code().unwrap_or("error"),
+            se.err().message().unwrap_or("")
+        ),
+        _ => DisplayErrorContext(&e).to_string(),
+    })
 }

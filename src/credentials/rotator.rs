@@ -41,6 +41,12 @@ pub trait Minter: Send + 'static {
     fn deny(&self) -> Arc<Resource>;
 }
 
+/// Stop using a credential this long before it expires (at most a tenth of its lifetime): a
+/// request signed in its last milliseconds would reach the provider already expired.
+pub fn expiry_margin(lifetime: Duration) -> Duration {
+    (lifetime / 10).min(Duration::from_secs(2))
+}
+
 /// How long one mint attempt may take before it counts as failed.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -98,7 +104,12 @@ impl<M: Minter> Rotator<M> {
             board.set(&name, "expired", Some(why.to_owned()), None);
             warn!(credential = %name, reason = why, "credential expired: its backends fail closed until a refresh succeeds");
         };
-        let mut expires = serving_until.filter(|e| *e > SystemTime::now());
+        // `expires` is when this credential stops being served: its expiry minus the margin.
+        let mut expires = serving_until
+            .map(|e| e - Duration::from_secs(2))
+            .filter(|e| *e > SystemTime::now());
+        let mut ever_served = expires.is_some();
+        let mut real_expiry = serving_until;
         let mut failures = 0u32;
         loop {
             let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, minter.mint());
@@ -111,13 +122,17 @@ impl<M: Minter> Rotator<M> {
                 }
             };
             let next = match result {
-                Ok(minted) if minted.expires_at > SystemTime::now() => {
+                Ok(minted)
+                    if minted.expires_at > SystemTime::now() + Duration::from_millis(100) =>
+                {
                     let now = SystemTime::now();
                     let lifetime = minted.expires_at.duration_since(now).unwrap_or_default();
                     cache.set_credentials([minted.resource]);
-                    expires = Some(minted.expires_at);
+                    expires = Some(minted.expires_at - expiry_margin(lifetime));
+                    real_expiry = Some(minted.expires_at);
+                    ever_served = true;
                     failures = 0;
-                    board.set(&name, "present", None, expires);
+                    board.set(&name, "present", None, Some(minted.expires_at));
                     let delay = refresh_delay(lifetime, lifetime, &policy, fastrand::f64());
                     info!(credential = %name, expires_in_s = lifetime.as_secs(), refresh_in_ms = delay.as_millis() as u64, "credential minted and pushed");
                     delay
@@ -138,8 +153,13 @@ impl<M: Minter> Rotator<M> {
                         still_serving_valid_credential = valid,
                         "credential refresh failed"
                     );
-                    let state = if valid { "failing" } else { "unavailable" };
-                    board.set(&name, state, Some(error.to_string()), expires);
+                    let state = match (valid, ever_served) {
+                        (true, _) => "failing",
+                        (false, true) => "expired",
+                        (false, false) => "unavailable",
+                    };
+                    let shown = expires.and(real_expiry);
+                    board.set(&name, state, Some(error.to_string()), shown);
                     delay
                 }
             };

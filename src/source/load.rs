@@ -530,6 +530,24 @@ impl Loader {
                     let weight = weight.unwrap_or(1);
                     backends.push(WeightedBackend { name, weight });
                 }
+                let resolved: Vec<&Backend> = backends
+                    .iter()
+                    .filter_map(|b| model.backends.get(&b.name))
+                    .collect();
+                let signed = resolved.iter().any(|b| {
+                    let policy = b
+                        .security_policy
+                        .as_ref()
+                        .and_then(|p| model.policies.get(p));
+                    policy.is_some_and(|p| matches!(p.kind, PolicyKind::Aws(_)))
+                });
+                let hosts: BTreeSet<String> =
+                    resolved.iter().map(|b| b.endpoint.authority()).collect();
+                if signed && hosts.len() > 1 {
+                    // Envoy rewrites Host per endpoint only after upstream filters ran on a new
+                    // connection, so SigV4 would sign the wrong Host.
+                    e.err(at.clone(), "a backend signed with AWSCredentials can only share a rule with backends of the same endpoint host and port");
+                }
                 let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
                 if backends.is_empty() {
                     e.err(at, "a rule needs at least one backend");

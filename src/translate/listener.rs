@@ -2,7 +2,7 @@
 
 use super::cluster::ads;
 use super::names;
-use crate::model::{Gateway, Route, Rule};
+use crate::model::{Backend, Gateway, Route, Rule};
 use crate::xds::resource::to_any;
 use envoy_types::pb::envoy::config::core::v3::{
     Address, SocketAddress, address, socket_address::PortSpecifier,
@@ -21,6 +21,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
 use envoy_types::pb::google::protobuf::{BoolValue, Duration, UInt32Value};
+use std::collections::{BTreeMap, BTreeSet};
 
 // LLM responses (long generations, streams) routinely outlast Envoy's 15 s default.
 const ROUTE_TIMEOUT_SECS: i64 = 300;
@@ -70,11 +71,12 @@ pub fn route_config(
     gateway: &Gateway,
     l: &crate::model::Listener,
     routes: &[&Route],
+    backends: &BTreeMap<String, Backend>,
 ) -> RouteConfiguration {
     let mut envoy_routes = Vec::new();
     for route in routes {
         for (i, rule) in route.rules.iter().enumerate() {
-            envoy_routes.extend(rule_routes(&route.name, i, rule));
+            envoy_routes.extend(rule_routes(&route.name, i, rule, backends));
         }
     }
     RouteConfiguration {
@@ -89,12 +91,33 @@ pub fn route_config(
     }
 }
 
-fn rule_routes(route: &str, index: usize, rule: &Rule) -> Vec<EnvoyRoute> {
-    let action = Action::Route(RouteAction {
-        cluster_specifier: Some(cluster_specifier(rule)),
-        host_rewrite_specifier: Some(HostRewriteSpecifier::AutoHostRewrite(BoolValue {
+fn rule_routes(
+    route: &str,
+    index: usize,
+    rule: &Rule,
+    backends: &BTreeMap<String, Backend>,
+) -> Vec<EnvoyRoute> {
+    let authorities: BTreeSet<String> = rule
+        .backends
+        .iter()
+        .filter_map(|b| backends.get(&b.name))
+        .map(|b| b.endpoint.authority())
+        .collect();
+    // A literal rewrite happens when the route is chosen, before any upstream filter runs, so
+    // a request signer (SigV4 signs the Host) always sees the final Host. The automatic
+    // rewrite follows the chosen endpoint and is only needed when backends differ.
+    let host_rewrite = match authorities.len() {
+        1 => authorities
+            .into_iter()
+            .next()
+            .map(HostRewriteSpecifier::HostRewriteLiteral),
+        _ => Some(HostRewriteSpecifier::AutoHostRewrite(BoolValue {
             value: true,
         })),
+    };
+    let action = Action::Route(RouteAction {
+        cluster_specifier: Some(cluster_specifier(rule)),
+        host_rewrite_specifier: host_rewrite,
         timeout: Some(Duration {
             seconds: ROUTE_TIMEOUT_SECS,
             nanos: 0,

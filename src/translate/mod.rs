@@ -53,7 +53,7 @@ pub fn translate(model: &Model) -> HashMap<String, Arc<GatewayConfig>> {
             for l in &gateway.listeners {
                 let lis = listener::listener(gateway, l);
                 listeners.push(Resource::new(lis.name.clone(), &lis));
-                let rc = listener::route_config(gateway, l, &routes);
+                let rc = listener::route_config(gateway, l, &routes, &model.backends);
                 route_configs.push(Resource::new(rc.name.clone(), &rc));
             }
             let config = GatewayConfig {

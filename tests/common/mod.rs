@@ -465,3 +465,154 @@ pub async fn send(client: &reqwest::Client, url: &str, headers: &[(&str, &str)])
         body: resp.text().await.unwrap(),
     }
 }
+
+// === AWS and OIDC peers ===
+
+/// moto's STS and the SigV4-verifying Bedrock mock (testenv/aws_peers.py).
+pub struct AwsPeers {
+    _proc: Proc,
+    pub sts_port: u16,
+    pub bedrock_port: u16,
+}
+
+impl AwsPeers {
+    pub async fn start(dir: &Path, lifetime_secs: u32) -> Self {
+        let port_file = dir.join("aws-peers.json");
+        let child = Command::new(python())
+            .arg(repo().join("testenv/aws_peers.py"))
+            .arg("--port-file")
+            .arg(&port_file)
+            .args(["--lifetime", &lifetime_secs.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let proc = Proc {
+            child,
+            name: "aws-peers".into(),
+        };
+        let ports: Value = eventually("aws peers port file", DEADLINE, || {
+            let f = port_file.clone();
+            async move {
+                std::fs::read_to_string(f)
+                    .ok()
+                    .and_then(|s| serde_json::from_str(&s).ok())
+            }
+        })
+        .await;
+        let port = |k: &str| ports[k].as_u64().unwrap() as u16;
+        AwsPeers {
+            sts_port: port("sts"),
+            bedrock_port: port("bedrock"),
+            _proc: proc,
+        }
+    }
+
+    fn control(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/__control/{path}", self.bedrock_port)
+    }
+
+    /// Sets STS to `up`, `down` or `hang`.
+    pub async fn sts_mode(&self, mode: &str) {
+        let r = http()
+            .post(self.control("sts"))
+            .json(&serde_json::json!({"mode": mode}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
+    /// Every credential STS issued: access_key_id, issued_at, expires_at, session_name.
+    pub async fn issued(&self) -> Vec<Value> {
+        let v: Value = http()
+            .get(self.control("sts"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["issued"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Every request the Bedrock mock received, with status and access key.
+    pub async fn requests(&self) -> Vec<Value> {
+        http()
+            .get(self.control("requests"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// The OIDC issuer (testenv/oidc_issuer.py) with `clients` as `id:secret`.
+pub struct Issuer {
+    _proc: Proc,
+    pub port: u16,
+}
+
+impl Issuer {
+    pub async fn start(dir: &Path, clients: &[&str]) -> Self {
+        let port_file = dir.join("issuer.port");
+        let mut cmd = Command::new(python());
+        cmd.arg(repo().join("testenv/oidc_issuer.py"))
+            .args(["--port", "0", "--port-file"])
+            .arg(&port_file);
+        for c in clients {
+            cmd.args(["--client", c]);
+        }
+        let child = cmd.stdout(Stdio::null()).spawn().unwrap();
+        let proc = Proc {
+            child,
+            name: "issuer".into(),
+        };
+        let port = eventually("issuer port file", DEADLINE, || {
+            let f = port_file.clone();
+            async move {
+                std::fs::read_to_string(f)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u16>().ok())
+            }
+        })
+        .await;
+        Issuer { _proc: proc, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Sets a client's behaviour: `ok`, `fail` or `hang`.
+    pub async fn client_mode(&self, client: &str, mode: &str) {
+        let r = http()
+            .post(format!("{}/__control/client", self.url()))
+            .json(&serde_json::json!({"client_id": client, "mode": mode}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
+    /// Token requests per client.
+    pub async fn calls(&self) -> Value {
+        http()
+            .get(format!("{}/__control/calls", self.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// Seconds since the epoch, as the Python peers record time.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}

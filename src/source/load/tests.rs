@@ -954,3 +954,45 @@ fn example_config_loads() {
         ]
     );
 }
+
+#[test]
+fn aws_signed_backends_need_one_host_per_rule() {
+    let bedrock = |name: &str, region: &str| {
+        format!(
+            "{V}\nkind: Backend\nmetadata: {{name: {name}}}\nspec: {{provider: AWSBedrock, endpoint: https://bedrock-runtime.{region}.amazonaws.com, securityPolicy: p}}\n"
+        )
+    };
+    let aws_policy = policy(
+        "{type: AWSCredentials, awsCredentials: {region: us-east-1, credentialsFile: creds}}",
+    );
+    let rule = route("{gateway: gw, rules: [{backends: [{name: east}, {name: west}]}]}");
+    let aws = [
+        aws_policy,
+        bedrock("east", "us-east-1"),
+        bedrock("west", "us-west-2"),
+        rule,
+    ]
+    .join("---\n");
+    let found = errors(&base_with(&aws));
+    assert!(
+        found
+            .iter()
+            .any(|e| e.contains("spec.rules[0].backends: a backend signed with AWSCredentials")),
+        "{found:#?}"
+    );
+    // AWS credentials only sign for Bedrock.
+    let openai = format!(
+        "{}---\n{}",
+        policy(
+            "{type: AWSCredentials, awsCredentials: {region: us-east-1, credentialsFile: creds}}"
+        ),
+        backend("{provider: OpenAI, endpoint: https://api.openai.com, securityPolicy: p}"),
+    );
+    let found = errors(&base_with(&openai));
+    assert!(
+        found
+            .iter()
+            .any(|e| e.contains("spec.securityPolicy: AWSCredentials sign for Bedrock")),
+        "{found:#?}"
+    );
+}

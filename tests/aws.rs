@@ -1,0 +1,362 @@
+//! AWS Bedrock end to end: OIDC client-credentials grant → moto STS
+//! `AssumeRoleWithWebIdentity` → SigV4 signer pushed to a real Envoy by ECDS → a Bedrock mock
+//! that verifies every signature independently (botocore) against what STS issued.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const MODEL_PATH: &str = "/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke";
+
+macro_rules! both_modes {
+    ($body:ident) => {
+        mod $body {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sotw() {
+                super::$body(false).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn delta() {
+                super::$body(true).await
+            }
+        }
+    };
+}
+
+struct Aws {
+    _dir: tempfile::TempDir,
+    peers: AwsPeers,
+    issuer: Issuer,
+    tessera: Tessera,
+    envoy: Envoy,
+    client: reqwest::Client,
+}
+
+/// One gateway; one Bedrock backend per policy name, routed by `x-ai-model: <policy>`.
+async fn setup(
+    envoy_bin: &Path,
+    delta: bool,
+    lifetime: u32,
+    before_expiry: &str,
+    policies: &[&str],
+) -> Aws {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let peers = AwsPeers::start(d, lifetime).await;
+    let clients: Vec<String> = policies.iter().map(|p| format!("{p}:secret-{p}")).collect();
+    let clients: Vec<&str> = clients.iter().map(String::as_str).collect();
+    let issuer = Issuer::start(d, &clients).await;
+    let listener = port();
+    let mut yaml = format!(
+        "apiVersion: tessera.dev/v1alpha1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  nodeCluster: ai-gateway\n  listeners: [{{name: http, port: {listener}, address: 127.0.0.1}}]\n"
+    );
+    let mut rules = String::new();
+    for p in policies {
+        std::fs::write(d.join(format!("{p}.secret")), format!("secret-{p}\n")).unwrap();
+        yaml += &format!(
+            r#"---
+apiVersion: tessera.dev/v1alpha1
+kind: Backend
+metadata: {{name: bedrock-{p}}}
+spec: {{provider: AWSBedrock, endpoint: "http://127.0.0.1:{bedrock}", securityPolicy: {p}}}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: BackendSecurityPolicy
+metadata: {{name: {p}}}
+spec:
+  type: AWSCredentials
+  awsCredentials:
+    region: us-east-1
+    stsEndpoint: http://127.0.0.1:{sts}
+    refresh: {{beforeExpiry: "{before_expiry}", jitter: 0s, maxBackoff: 500ms}}
+    oidcExchangeToken:
+      roleArn: arn:aws:iam::123456789012:role/bedrock-{p}
+      durationSeconds: 900
+      oidc:
+        issuer: {issuer}
+        clientId: {p}
+        clientSecretFile: {p}.secret
+        scopes: [bedrock]
+"#,
+            bedrock = peers.bedrock_port,
+            sts = peers.sts_port,
+            issuer = issuer.url(),
+        );
+        rules += &format!(
+            "  - matches: [{{pathPrefix: /model/, headers: [{{name: x-ai-model, value: {p}}}]}}]\n    backends: [{{name: bedrock-{p}}}]\n"
+        );
+    }
+    yaml += &format!(
+        "---\napiVersion: tessera.dev/v1alpha1\nkind: Route\nmetadata: {{name: bedrock}}\nspec:\n  gateway: gw\n  rules:\n{rules}"
+    );
+    let cfg = d.join("config.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let tessera = Tessera::start(&cfg, &[]).await;
+    let envoy = Envoy::start(
+        envoy_bin,
+        d,
+        tessera.xds_port,
+        listener,
+        EnvoyOptions {
+            node_cluster: "ai-gateway",
+            delta,
+            bootstrap_args: vec![],
+        },
+    )
+    .await;
+    Aws {
+        _dir: dir,
+        peers,
+        issuer,
+        tessera,
+        envoy,
+        client: http(),
+    }
+}
+
+impl Aws {
+    async fn invoke(&self, policy: &str) -> Reply {
+        send(
+            &self.client,
+            &self.envoy.url(MODEL_PATH),
+            &[("x-ai-model", policy)],
+        )
+        .await
+    }
+
+    /// Waits until requests for `policy` are signed and accepted; returns the reply.
+    async fn until_signed(&self, policy: &str) -> Reply {
+        eventually("a signed request to be accepted", DEADLINE, || async {
+            let r = self.invoke(policy).await;
+            (r.status == 200).then_some(r)
+        })
+        .await
+    }
+
+    /// Credentials STS issued for `policy`'s role session.
+    async fn issued_for(&self, policy: &str) -> Vec<serde_json::Value> {
+        let session = format!("tessera-{policy}");
+        self.peers
+            .issued()
+            .await
+            .into_iter()
+            .filter(|i| i["session_name"] == session.as_str())
+            .collect()
+    }
+}
+
+// === signed requests, verified against what STS issued ===
+
+async fn signed_requests(delta: bool) {
+    let Some(envoy_bin) = require_envoy("aws signed_requests") else {
+        return;
+    };
+    let aws = setup(&envoy_bin, delta, 3600, "5m", &["team-a"]).await;
+    let reply = aws.until_signed("team-a").await;
+    let issued = aws.issued_for("team-a").await;
+    assert_eq!(issued.len(), 1, "one exchange: {issued:?}");
+    assert_eq!(
+        reply.json()["access_key_id"],
+        issued[0]["access_key_id"],
+        "signed with what STS issued"
+    );
+    assert_eq!(
+        reply.json()["path"],
+        MODEL_PATH,
+        "the model id's colon stays encoded as SDKs send it"
+    );
+    // Client-supplied credentials and x-amz-* headers never reach AWS (the mock would reject a
+    // foreign session token, and a signed bogus date would not verify).
+    let reply = send(
+        &aws.client,
+        &aws.envoy.url(MODEL_PATH),
+        &[
+            ("x-ai-model", "team-a"),
+            ("authorization", "Bearer stolen"),
+            ("x-amz-security-token", "stolen-token"),
+            ("x-amz-date", "20000101T000000Z"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(!reply.body.contains("stolen"), "{}", reply.body);
+    // Every request the mock saw verified.
+    let requests = aws.peers.requests().await;
+    assert!(requests.len() >= 2);
+    assert!(requests.iter().all(|r| r["status"] == 200), "{requests:?}");
+    // The OIDC grant was made once, and no secret reached Tessera's log.
+    assert_eq!(aws.issuer.calls().await["team-a"], 1);
+    let logs = aws.tessera.logs();
+    assert!(!logs.contains("secret-team-a"), "client secret in the log");
+    let token = issued[0]["web_identity_token"].as_str().unwrap();
+    assert!(!logs.contains(token), "web identity token in the log");
+}
+both_modes!(signed_requests);
+
+// === refresh before expiry, applied in place ===
+
+async fn refresh_in_place(delta: bool) {
+    let Some(envoy_bin) = require_envoy("aws refresh_in_place") else {
+        return;
+    };
+    // 6 s credentials, renewed at half-life (beforeExpiry is capped at half the lifetime).
+    let aws = setup(&envoy_bin, delta, 6, "5m", &["team-a"]).await;
+    aws.until_signed("team-a").await;
+    let modified = aws.envoy.stat("cluster_manager.cluster_modified").await;
+    let cds = aws.envoy.stat("cluster_manager.cds.update_success").await;
+    let start = Instant::now();
+    let mut statuses = Vec::new();
+    while start.elapsed() < Duration::from_secs(8) {
+        statuses.push(aws.invoke("team-a").await.status);
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "every request during refreshes succeeded"
+    );
+    let issued = aws.issued_for("team-a").await;
+    assert!(
+        issued.len() >= 3,
+        "at least two refreshes in 8 s of 6 s credentials: {}",
+        issued.len()
+    );
+    let requests = aws.peers.requests().await;
+    // STS returned → first request signed with the new key, for each refresh.
+    let mut latencies = Vec::new();
+    for cred in &issued[1..] {
+        let key = &cred["access_key_id"];
+        let issued_at = cred["issued_at"].as_f64().unwrap();
+        let first = requests
+            .iter()
+            .filter(|r| &r["access_key_id"] == key)
+            .filter_map(|r| r["time"].as_f64())
+            .fold(f64::INFINITY, f64::min);
+        assert!(first.is_finite(), "credential {key} was never used");
+        latencies.push((first - issued_at) * 1e3);
+    }
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "aws refresh ({}): STS returned → first request signed with the new key over {} refreshes: min {:.1} ms, median {:.1} ms, max {:.1} ms",
+        if delta { "delta" } else { "sotw" },
+        latencies.len(),
+        latencies[0],
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    assert_eq!(
+        aws.envoy.stat("cluster_manager.cluster_modified").await,
+        modified,
+        "no cluster modified"
+    );
+    assert_eq!(
+        aws.envoy.stat("cluster_manager.cds.update_success").await,
+        cds,
+        "CDS untouched"
+    );
+}
+both_modes!(refresh_in_place);
+
+// === STS outage: old key until expiry, then fail closed, then recovery ===
+
+async fn sts_outage(delta: bool) {
+    let Some(envoy_bin) = require_envoy("aws sts_outage") else {
+        return;
+    };
+    let aws = setup(&envoy_bin, delta, 5, "5m", &["team-a"]).await;
+    aws.until_signed("team-a").await;
+    aws.peers.sts_mode("down").await;
+    let issued = aws.issued_for("team-a").await;
+    let last = issued.last().unwrap().clone();
+    let expires_at = last["expires_at"].as_f64().unwrap();
+    // Until shortly before expiry, the still-valid credential keeps signing (Tessera stops
+    // using it a tenth of its lifetime, at most 2 s, before it expires).
+    while unix_now() < expires_at - 0.6 {
+        let r = aws.invoke("team-a").await;
+        assert_eq!(
+            r.status, 200,
+            "the valid credential is still used during the outage: {}",
+            r.body
+        );
+    }
+    // Past expiry: Envoy refuses without calling the provider.
+    let denied = eventually("fail closed after expiry", DEADLINE, || async {
+        let r = aws.invoke("team-a").await;
+        (r.status == 403 && r.body.contains("RBAC")).then_some(unix_now())
+    })
+    .await;
+    println!(
+        "aws outage ({}): failed closed {:.0} ms before expiry",
+        if delta { "delta" } else { "sotw" },
+        (expires_at - denied) * 1e3
+    );
+    assert!(
+        denied <= expires_at,
+        "failed closed {:.3} s after expiry",
+        denied - expires_at
+    );
+    let before = aws.peers.requests().await.len();
+    for _ in 0..5 {
+        assert_eq!(aws.invoke("team-a").await.status, 403);
+    }
+    let requests = aws.peers.requests().await;
+    assert_eq!(
+        requests.len(),
+        before,
+        "nothing reaches the provider while failed closed"
+    );
+    assert!(
+        requests.iter().all(|r| r["status"] == 200),
+        "an expired or bad signature reached the provider: {requests:?}"
+    );
+    let status = aws.tessera.status().await;
+    assert!(
+        status["credentials"].to_string().contains("expired"),
+        "{status}"
+    );
+    // STS returns: recovery without intervention.
+    aws.peers.sts_mode("up").await;
+    let reply = aws.until_signed("team-a").await;
+    assert_ne!(
+        reply.json()["access_key_id"],
+        last["access_key_id"],
+        "a new credential"
+    );
+}
+both_modes!(sts_outage);
+
+// === one hanging issuer does not delay another credential ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_issuer_is_isolated() {
+    let Some(envoy_bin) = require_envoy("aws hung_issuer_is_isolated") else {
+        return;
+    };
+    let aws = setup(&envoy_bin, true, 4, "5m", &["team-a", "team-b"]).await;
+    aws.until_signed("team-a").await;
+    aws.until_signed("team-b").await;
+    aws.issuer.client_mode("team-a", "hang").await;
+    let b_before = aws.issued_for("team-b").await.len();
+    let a_before = aws.issued_for("team-a").await.len();
+    // Over three of team-b's lifetimes' worth of refreshes, team-b keeps renewing and serving.
+    let start = Instant::now();
+    let mut a_denied = false;
+    while start.elapsed() < Duration::from_secs(6) {
+        let b = aws.invoke("team-b").await;
+        assert_eq!(b.status, 200, "team-b kept serving: {}", b.body);
+        let a = aws.invoke("team-a").await;
+        a_denied |= a.status == 403;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b_after = aws.issued_for("team-b").await.len();
+    assert!(
+        b_after >= b_before + 2,
+        "team-b refreshed while team-a hung: {b_before} → {b_after}"
+    );
+    assert_eq!(
+        aws.issued_for("team-a").await.len(),
+        a_before,
+        "team-a could not exchange"
+    );
+    assert!(a_denied, "team-a failed closed at expiry");
+}
