@@ -26,7 +26,7 @@ macro_rules! both_modes {
 }
 
 struct Aws {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     peers: AwsPeers,
     issuer: Issuer,
     tessera: Tessera,
@@ -41,6 +41,23 @@ async fn setup(
     lifetime: u32,
     before_expiry: &str,
     policies: &[&str],
+) -> Aws {
+    setup_with(envoy_bin, delta, lifetime, before_expiry, policies, |p, issuer| {
+        format!(
+            "    oidcExchangeToken:\n      roleArn: arn:aws:iam::123456789012:role/bedrock-{p}\n      durationSeconds: 900\n      oidc:\n        issuer: {issuer}\n        clientId: {p}\n        clientSecretFile: {p}.secret\n        scopes: [bedrock]\n"
+        )
+    })
+    .await
+}
+
+/// Like `setup`, with `source(policy, issuer_url)` giving each policy's credential source.
+async fn setup_with(
+    envoy_bin: &Path,
+    delta: bool,
+    lifetime: u32,
+    before_expiry: &str,
+    policies: &[&str],
+    source: impl Fn(&str, &str) -> String,
 ) -> Aws {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -71,18 +88,10 @@ spec:
     region: us-east-1
     stsEndpoint: http://127.0.0.1:{sts}
     refresh: {{beforeExpiry: "{before_expiry}", jitter: 0s, maxBackoff: 500ms}}
-    oidcExchangeToken:
-      roleArn: arn:aws:iam::123456789012:role/bedrock-{p}
-      durationSeconds: 900
-      oidc:
-        issuer: {issuer}
-        clientId: {p}
-        clientSecretFile: {p}.secret
-        scopes: [bedrock]
-"#,
+{source}"#,
             bedrock = peers.bedrock_port,
             sts = peers.sts_port,
-            issuer = issuer.url(),
+            source = source(p, &issuer.url()),
         );
         rules += &format!(
             "  - matches: [{{pathPrefix: /model/, headers: [{{name: x-ai-model, value: {p}}}]}}]\n    backends: [{{name: bedrock-{p}}}]\n"
@@ -93,6 +102,7 @@ spec:
     );
     let cfg = d.join("config.yaml");
     std::fs::write(&cfg, yaml).unwrap();
+    let _ = &issuer;
     let tessera = Tessera::start(&cfg, &[]).await;
     let envoy = Envoy::start(
         envoy_bin,
@@ -107,7 +117,7 @@ spec:
     )
     .await;
     Aws {
-        _dir: dir,
+        dir,
         peers,
         issuer,
         tessera,
@@ -359,4 +369,120 @@ async fn hung_issuer_is_isolated() {
         "team-a could not exchange"
     );
     assert!(a_denied, "team-a failed closed at expiry");
+}
+
+// === a projected service-account token file ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projected_token_file() {
+    let Some(envoy_bin) = require_envoy("aws projected_token_file") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("token"),
+        "header.kubernetes-sa-token.signature\n",
+    )
+    .unwrap();
+    let token_path = dir.path().join("token");
+    let aws = setup_with(&envoy_bin, false, 3600, "5m", &["sa"], |_, _| {
+        format!(
+            "    oidcExchangeToken:\n      roleArn: arn:aws:iam::123456789012:role/bedrock\n      roleSessionName: tessera-sa\n      tokenFile: {}\n",
+            token_path.display()
+        )
+    })
+    .await;
+    let reply = aws.until_signed("sa").await;
+    let issued = aws.issued_for("sa").await;
+    assert_eq!(
+        issued[0]["web_identity_token"], "header.kubernetes-sa-token.signature",
+        "the trimmed file content"
+    );
+    assert_eq!(reply.json()["access_key_id"], issued[0]["access_key_id"]);
+    assert_eq!(
+        aws.issuer.calls().await.as_object().map(|m| m.len()),
+        Some(0),
+        "no OIDC grant"
+    );
+}
+
+// === static keys from an AWS credentials file: rotate and revoke by editing it ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_file_rotation_and_revocation() {
+    let Some(envoy_bin) = require_envoy("aws credentials_file_rotation_and_revocation") else {
+        return;
+    };
+    let holder = tempfile::tempdir().unwrap();
+    let creds_file = holder.path().join("credentials");
+    let creds_path = creds_file.clone();
+    let aws = setup_with(&envoy_bin, true, 3600, "5m", &["static"], move |_, _| {
+        format!(
+            "    credentialsFile: {}\n    profile: bedrock\n",
+            creds_path.display()
+        )
+    })
+    .await;
+    // Nothing yet: fail closed.
+    let r = aws.invoke("static").await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    // Keys that STS (moto) knows, so the mock can verify the signature.
+    let first = assume_role(&aws).await;
+    write_atomic(&creds_file, &credentials_ini(&first));
+    let reply = aws.until_signed("static").await;
+    assert_eq!(
+        reply.json()["access_key_id"].as_str(),
+        Some(first[0].as_str())
+    );
+    let second = assume_role(&aws).await;
+    write_atomic(&creds_file, &credentials_ini(&second));
+    eventually("the rotated keys to sign", DEADLINE, || async {
+        let r = aws.invoke("static").await;
+        (r.json()["access_key_id"].as_str() == Some(second[0].as_str())).then_some(())
+    })
+    .await;
+    std::fs::remove_file(&creds_file).unwrap();
+    eventually("fail closed when the file is gone", DEADLINE, || async {
+        (aws.invoke("static").await.status == 403).then_some(())
+    })
+    .await;
+    let _ = &aws.dir;
+}
+
+/// Calls moto's STS directly (unsigned, like any web-identity exchange); returns
+/// [access key id, secret, session token].
+async fn assume_role(aws: &Aws) -> [String; 3] {
+    let body = http()
+        .post(format!("http://127.0.0.1:{}/", aws.peers.sts_port))
+        .form(&[
+            ("Action", "AssumeRoleWithWebIdentity"),
+            ("Version", "2011-06-15"),
+            ("RoleArn", "arn:aws:iam::123456789012:role/static"),
+            ("RoleSessionName", "test-static"),
+            ("WebIdentityToken", "token"),
+            ("DurationSeconds", "3600"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let tag = |t: &str| {
+        let start = body.find(&format!("<{t}>")).unwrap() + t.len() + 2;
+        let end = body[start..].find(&format!("</{t}>")).unwrap() + start;
+        body[start..end].to_string()
+    };
+    [
+        tag("AccessKeyId"),
+        tag("SecretAccessKey"),
+        tag("SessionToken"),
+    ]
+}
+
+fn credentials_ini(keys: &[String; 3]) -> String {
+    format!(
+        "[default]\naws_access_key_id = AKIAIGNORED\naws_secret_access_key = ignored\n\n[bedrock]\naws_access_key_id = {}\naws_secret_access_key = {}\naws_session_token = {}\n",
+        keys[0], keys[1], keys[2]
+    )
 }
