@@ -108,7 +108,6 @@ pub struct BackendTls {
 pub enum PolicyType {
     APIKey,
     AWSCredentials,
-    /// Reserved; rejected by the loader until implemented.
     AzureCredentials,
 }
 
@@ -120,6 +119,36 @@ pub struct BackendSecurityPolicySpec {
     pub type_: PolicyType,
     pub api_key: Option<ApiKeySpec>,
     pub aws_credentials: Option<AwsCredentialsSpec>,
+    pub azure_credentials: Option<AzureCredentialsSpec>,
+}
+
+/// Azure Entra ID tokens: exactly one of `clientSecretRef`, `clientSecretFile` and
+/// `oidcExchangeToken`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AzureCredentialsSpec {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret_ref: Option<SecretKeyRef>,
+    pub client_secret_file: Option<String>,
+    /// A federated client assertion (workload identity).
+    pub oidc_exchange_token: Option<AzureTokenExchangeSpec>,
+    /// Sovereign clouds; defaults to `https://login.microsoftonline.com`. Must be https.
+    pub authority_host: Option<String>,
+    /// Extra CA (PEM) trusted for `authorityHost`, beside the system roots.
+    pub ca_file: Option<String>,
+    /// Defaults to `https://cognitiveservices.azure.com/.default`.
+    pub scope: Option<String>,
+    pub refresh: Option<RefreshSpec>,
+}
+
+/// Where the federated assertion comes from: exactly one of `tokenFile` and `oidc`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AzureTokenExchangeSpec {
+    /// `AZURE_FEDERATED_TOKEN_FILE` style; re-read at every exchange.
+    pub token_file: Option<String>,
+    pub oidc: Option<OidcSpec>,
 }
 
 /// AWS credentials: exactly one of `oidcExchangeToken` and `credentialsFile`.

@@ -162,6 +162,7 @@ impl StaticKeys {
                     },
                     AwsSource::WebIdentity(_) => continue,
                 },
+                PolicyKind::Azure(_) => continue,
             };
             let name = names::credential(&policy.name);
             let state = source.read();

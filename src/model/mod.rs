@@ -134,11 +134,34 @@ pub struct SecurityPolicy {
     pub kind: PolicyKind,
 }
 
-/// The credential kinds; Azure short-lived credentials join here.
+/// The credential kinds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum PolicyKind {
     ApiKey(ApiKey),
     Aws(Box<AwsCredentials>),
+    Azure(Box<AzureCredentials>),
+}
+
+/// Azure Entra ID bearer tokens for Azure OpenAI, minted by Tessera.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AzureCredentials {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub auth: AzureAuth,
+    pub authority_host: String,
+    /// Extra CA trusted for the authority host (read at load).
+    pub ca_pem: Option<String>,
+    pub scope: String,
+    pub refresh: RefreshPolicy,
+}
+
+/// How Tessera proves its identity to Entra ID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum AzureAuth {
+    /// Client credentials with a secret, read at each refresh.
+    ClientSecret(KeySource),
+    /// A federated client assertion (an OIDC token), obtained at each refresh.
+    Federated(TokenSource),
 }
 
 /// AWS credentials for SigV4 signing (Bedrock), minted from OIDC or read from a file.

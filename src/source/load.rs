@@ -418,10 +418,14 @@ impl Loader {
                         None
                     }
                 },
-                PolicyType::AzureCredentials => {
-                    e.err("spec.type", "AzureCredentials is not supported yet");
-                    None
-                }
+                PolicyType::AzureCredentials => match spec.azure_credentials {
+                    Some(azure) => policy::azure(azure, &mut e, secrets),
+                    None => {
+                        let message = "is required when type is AzureCredentials";
+                        e.err("spec.azureCredentials", message);
+                        None
+                    }
+                },
             };
             if let Some(kind) = kind {
                 model
@@ -467,6 +471,13 @@ impl Loader {
                 .as_ref()
                 .and_then(|p| model.policies.get(p))
                 .is_some_and(|p| matches!(p.kind, PolicyKind::Aws(_)));
+            let azure_policy = security_policy
+                .as_ref()
+                .and_then(|p| model.policies.get(p))
+                .is_some_and(|p| matches!(p.kind, PolicyKind::Azure(_)));
+            if azure_policy && spec.provider != api::Provider::AzureOpenAI {
+                e.err("spec.securityPolicy", "AzureCredentials are Entra ID tokens for Azure OpenAI: the provider must be AzureOpenAI");
+            }
             if aws_policy && spec.provider != api::Provider::AWSBedrock {
                 e.err(
                     "spec.securityPolicy",

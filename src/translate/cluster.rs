@@ -214,44 +214,45 @@ fn upstream_filters(backend: &Backend, policy: Option<&SecurityPolicy>) -> Vec<H
         },
     )];
     if let Some(policy) = policy {
-        match &policy.kind {
+        let name = names::credential(&policy.name);
+        filters.push(match &policy.kind {
             PolicyKind::ApiKey(key) => {
-                let (default_header, default_prefix) = backend.provider.api_key_header();
-                let generic = Generic {
-                    credential: Some(SdsSecretConfig {
-                        name: names::credential(&policy.name),
-                        sds_config: Some(ads()),
-                    }),
-                    header: key
-                        .header
-                        .clone()
-                        .unwrap_or_else(|| default_header.to_owned()),
-                    header_value_prefix: key
-                        .prefix
-                        .clone()
-                        .unwrap_or_else(|| default_prefix.to_owned()),
-                };
-                filters.push(http_filter(
-                    "envoy.filters.http.credential_injector",
-                    &CredentialInjector {
-                        // A client-sent credential must never win over the platform's.
-                        overwrite: true,
-                        allow_request_without_credential: false,
-                        credential: Some(TypedExtensionConfig {
-                            name: "envoy.http.injected_credentials.generic".to_owned(),
-                            typed_config: Some(to_any(&generic)),
-                        }),
-                    },
-                ));
+                let (header, prefix) = backend.provider.api_key_header();
+                let header = key.header.as_deref().unwrap_or(header);
+                credential_injector(&name, header, key.prefix.as_deref().unwrap_or(prefix))
             }
-            PolicyKind::Aws(_) => filters.push(super::signer::signer_filter(&names::credential(
-                &policy.name,
-            ))),
-        }
+            PolicyKind::Azure(_) => credential_injector(&name, "authorization", "Bearer "),
+            PolicyKind::Aws(_) => super::signer::signer_filter(&name),
+        });
     }
     filters.push(http_filter(
         "envoy.filters.http.upstream_codec",
         &UpstreamCodec::default(),
     ));
     filters
+}
+
+/// Injects the SDS secret `name` as `header: <prefix><value>`; a missing or empty secret makes
+/// Envoy answer 401 instead of forwarding.
+fn credential_injector(name: &str, header: &str, prefix: &str) -> HttpFilter {
+    let generic = Generic {
+        credential: Some(SdsSecretConfig {
+            name: name.to_owned(),
+            sds_config: Some(ads()),
+        }),
+        header: header.to_owned(),
+        header_value_prefix: prefix.to_owned(),
+    };
+    http_filter(
+        "envoy.filters.http.credential_injector",
+        &CredentialInjector {
+            // A client-sent credential must never win over the platform's.
+            overwrite: true,
+            allow_request_without_credential: false,
+            credential: Some(TypedExtensionConfig {
+                name: "envoy.http.injected_credentials.generic".to_owned(),
+                typed_config: Some(to_any(&generic)),
+            }),
+        },
+    )
 }

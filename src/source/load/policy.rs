@@ -1,15 +1,21 @@
 //! Validation of BackendSecurityPolicy specs, one function per credential type.
 
 use super::{Secrets, Sink, is_header_name};
-use crate::api::{self, ApiKeySpec, AwsCredentialsSpec, RefreshSpec, SecretKeyRef};
+use crate::api::{
+    self, ApiKeySpec, AwsCredentialsSpec, AzureCredentialsSpec, RefreshSpec, SecretKeyRef,
+};
 use crate::model::{
-    ApiKey, AwsCredentials, AwsSource, KeySource, OidcClient, OidcEndpoint, PolicyKind,
-    RefreshPolicy, TokenSource, WebIdentity,
+    ApiKey, AwsCredentials, AwsSource, AzureAuth, AzureCredentials, KeySource, OidcClient,
+    OidcEndpoint, PolicyKind, RefreshPolicy, TokenSource, WebIdentity,
 };
 use std::time::Duration;
 
 /// The audience STS expects in a web identity token unless the IAM provider says otherwise.
 const DEFAULT_AWS_AUDIENCE: &str = "sts.amazonaws.com";
+/// The audience Entra ID expects in a federated client assertion.
+const DEFAULT_AZURE_AUDIENCE: &str = "api://AzureADTokenExchange";
+const DEFAULT_AZURE_AUTHORITY: &str = "https://login.microsoftonline.com";
+const DEFAULT_AZURE_SCOPE: &str = "https://cognitiveservices.azure.com/.default";
 
 pub(super) fn api_key(key: ApiKeySpec, e: &mut Sink<'_>, secrets: &Secrets) -> Option<PolicyKind> {
     let source = secret_source(key.file, key.secret_ref, "spec.apiKey", "file", e, secrets);
@@ -229,6 +235,114 @@ pub(super) fn oidc_client(
         scopes: spec.scopes.unwrap_or_default(),
         audience: spec.audience.unwrap_or_else(|| default_audience.to_owned()),
     })
+}
+
+pub(super) fn azure(
+    spec: AzureCredentialsSpec,
+    e: &mut Sink<'_>,
+    secrets: &Secrets,
+) -> Option<PolicyKind> {
+    const AT: &str = "spec.azureCredentials";
+    // Entra tenant and client ids are GUIDs or (tenants) domain names.
+    let id_like = |v: &str| {
+        !v.is_empty()
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.".contains(c))
+    };
+    if !id_like(&spec.tenant_id) {
+        e.err(
+            format!("{AT}.tenantId"),
+            format!("{:?} is not a tenant id", spec.tenant_id),
+        );
+    }
+    if !id_like(&spec.client_id) {
+        e.err(
+            format!("{AT}.clientId"),
+            format!("{:?} is not a client id", spec.client_id),
+        );
+    }
+    let authority_host = spec
+        .authority_host
+        .unwrap_or_else(|| DEFAULT_AZURE_AUTHORITY.into());
+    if !authority_host.starts_with("https://") || check_url(&authority_host).is_err() {
+        e.err(
+            format!("{AT}.authorityHost"),
+            format!("{authority_host:?} must be an https URL"),
+        );
+    }
+    let ca_pem = spec.ca_file.and_then(|file| {
+        let path = e.origin.resolve(&file);
+        match std::fs::read_to_string(&path) {
+            Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(pem),
+            Ok(_) => {
+                e.err(
+                    format!("{AT}.caFile"),
+                    format!("{} holds no PEM certificate", path.display()),
+                );
+                None
+            }
+            Err(err) => {
+                e.err(
+                    format!("{AT}.caFile"),
+                    format!("cannot read {}: {err}", path.display()),
+                );
+                None
+            }
+        }
+    });
+    let refresh = refresh(
+        spec.refresh.unwrap_or_default(),
+        &format!("{AT}.refresh"),
+        e,
+    );
+    let secret = spec.client_secret_file.is_some() || spec.client_secret_ref.is_some();
+    let auth = match (secret, spec.oidc_exchange_token) {
+        (true, None) => secret_source(
+            spec.client_secret_file,
+            spec.client_secret_ref,
+            AT,
+            "clientSecretFile",
+            e,
+            secrets,
+        )
+        .map(AzureAuth::ClientSecret),
+        (false, Some(x)) => {
+            let at = format!("{AT}.oidcExchangeToken");
+            match (x.token_file, x.oidc) {
+                (Some(file), None) if !file.is_empty() => Some(AzureAuth::Federated(
+                    TokenSource::File(e.origin.resolve(&file)),
+                )),
+                (None, Some(oidc)) => oidc_client(
+                    oidc,
+                    &format!("{at}.oidc"),
+                    DEFAULT_AZURE_AUDIENCE,
+                    e,
+                    secrets,
+                )
+                .map(|c| AzureAuth::Federated(TokenSource::Oidc(c))),
+                _ => {
+                    e.err(at, "needs exactly one of tokenFile and oidc");
+                    None
+                }
+            }
+        }
+        _ => {
+            e.err(
+                AT,
+                "needs exactly one of clientSecretFile, clientSecretRef and oidcExchangeToken",
+            );
+            None
+        }
+    };
+    Some(PolicyKind::Azure(Box::new(AzureCredentials {
+        tenant_id: spec.tenant_id,
+        client_id: spec.client_id,
+        auth: auth?,
+        authority_host,
+        ca_pem,
+        scope: spec.scope.unwrap_or_else(|| DEFAULT_AZURE_SCOPE.into()),
+        refresh: refresh?,
+    })))
 }
 
 fn refresh(spec: RefreshSpec, at: &str, e: &mut Sink<'_>) -> Option<RefreshPolicy> {

@@ -281,7 +281,23 @@ fn each_rule_names_file_document_object_and_field() {
         ),
         (
             policy("{type: AzureCredentials}"),
-            "spec.type: AzureCredentials is not supported yet",
+            "spec.azureCredentials: is required when type is AzureCredentials",
+        ),
+        (
+            policy("{type: AzureCredentials, azureCredentials: {tenantId: t, clientId: c}}"),
+            "spec.azureCredentials: needs exactly one of clientSecretFile, clientSecretRef and oidcExchangeToken",
+        ),
+        (
+            policy(
+                "{type: AzureCredentials, azureCredentials: {tenantId: t, clientId: c, clientSecretFile: s, authorityHost: http://login.local}}",
+            ),
+            r#"spec.azureCredentials.authorityHost: "http://login.local" must be an https URL"#,
+        ),
+        (
+            policy(
+                "{type: AzureCredentials, azureCredentials: {tenantId: t, clientId: c, oidcExchangeToken: {}}}",
+            ),
+            "spec.azureCredentials.oidcExchangeToken: needs exactly one of tokenFile and oidc",
         ),
         (
             policy("{type: Basic}"),
