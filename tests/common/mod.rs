@@ -616,3 +616,202 @@ pub fn unix_now() -> f64 {
         .unwrap()
         .as_secs_f64()
 }
+
+// === Entra ID stand-in ===
+
+/// The Entra ID stand-in (testenv/entra_mock.mjs) over HTTPS with a test CA.
+pub struct Entra {
+    _proc: Proc,
+    pub port: u16,
+    pub tenant: String,
+    client: reqwest::Client,
+}
+
+impl Entra {
+    /// Starts it with `cert`/`key` (issued by `ca`), `clients` as `id:secret`, and the
+    /// `federated` client ids that may present assertions.
+    pub async fn start(
+        dir: &Path,
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+        tenant: &str,
+        clients: &[&str],
+        federated: &[&str],
+        lifetime: u32,
+    ) -> Self {
+        let port_file = dir.join("entra.port");
+        let mut cmd = Command::new("node");
+        cmd.arg(repo().join("testenv/entra_mock.mjs"))
+            .args(["--port", "0", "--port-file"])
+            .arg(&port_file)
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .args([
+                "--tenant",
+                tenant,
+                "--token-lifetime",
+                &lifetime.to_string(),
+            ]);
+        for c in clients {
+            cmd.args(["--client", c]);
+        }
+        for f in federated {
+            cmd.args(["--federated", f]);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let proc = Proc {
+            child,
+            name: "entra".into(),
+        };
+        let port = eventually("entra port file", DEADLINE, || {
+            let f = port_file.clone();
+            async move {
+                std::fs::read_to_string(f)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u16>().ok())
+            }
+        })
+        .await;
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .add_root_certificate(ca)
+            .build()
+            .unwrap();
+        Entra {
+            _proc: proc,
+            port,
+            tenant: tenant.into(),
+            client,
+        }
+    }
+
+    pub fn authority(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// Sets the token endpoint's behaviour (`ok`, `fail`, `hang`).
+    pub async fn mode(&self, mode: &str) {
+        let r = self
+            .client
+            .post(format!("{}/__control/mode", self.authority()))
+            .json(&serde_json::json!({"mode": mode}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
+    /// Tokens issued so far: client_id, issued_at, expires_at, jti.
+    pub async fn issued(&self) -> Vec<Value> {
+        let v: Value = self
+            .client
+            .get(format!("{}/__control/calls", self.authority()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["issued"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The signing keys, as a JWKS document.
+    pub async fn jwks(&self) -> String {
+        self.client
+            .get(format!("{}/jwks", self.authority()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// Claims of `token` if it verifies against `jwks` for `audience` (testenv/verify_jwt.py).
+pub fn verify_jwt(dir: &Path, jwks: &str, audience: &str, token: &str) -> Result<Value, String> {
+    use std::io::Write;
+    let jwks_file = dir.join("jwks.json");
+    std::fs::write(&jwks_file, jwks).unwrap();
+    let mut child = Command::new(python())
+        .arg(repo().join("testenv/verify_jwt.py"))
+        .arg(&jwks_file)
+        .arg(audience)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(token.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+// === Test PKI ===
+
+use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+
+/// A test certificate authority (rcgen).
+pub struct Pki {
+    pub ca: PathBuf,
+    issuer: rcgen::Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    pub fn new(dir: &Path, name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let ca = dir.join(format!("{name}-ca.pem"));
+        std::fs::write(&ca, cert.pem()).unwrap();
+        Pki {
+            ca,
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// Writes a leaf certificate for `names` (IPs become IP SANs); returns (cert, key) paths.
+    pub fn leaf(
+        &self,
+        dir: &Path,
+        file: &str,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+    ) -> (PathBuf, PathBuf) {
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (c, k) = (
+            dir.join(format!("{file}.pem")),
+            dir.join(format!("{file}-key.pem")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+}
