@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use rcgen::ExtendedKeyUsagePurpose;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -628,27 +628,32 @@ pub struct Entra {
 }
 
 impl Entra {
-    /// Starts it with `cert`/`key` (issued by `ca`), `clients` as `id:secret`, and the
+    /// Starts it with a certificate from `pki`, `clients` as `id:secret`, and the
     /// `federated` client ids that may present assertions.
     pub async fn start(
         dir: &Path,
-        cert: &Path,
-        key: &Path,
-        ca: &Path,
+        pki: &Pki,
         tenant: &str,
         clients: &[&str],
         federated: &[&str],
         lifetime: u32,
     ) -> Self {
+        let (cert, key) = pki.leaf(
+            dir,
+            "entra",
+            &["127.0.0.1", "localhost"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let ca = &pki.ca;
         let port_file = dir.join("entra.port");
         let mut cmd = Command::new("node");
         cmd.arg(repo().join("testenv/entra_mock.mjs"))
             .args(["--port", "0", "--port-file"])
             .arg(&port_file)
             .arg("--cert")
-            .arg(cert)
+            .arg(&cert)
             .arg("--key")
-            .arg(key)
+            .arg(&key)
             .args([
                 "--tenant",
                 tenant,
