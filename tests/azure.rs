@@ -39,17 +39,9 @@ async fn setup(envoy_bin: &Path, delta: bool, lifetime: u32, auth: &str) -> Azur
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let pki = Pki::new(d, "entra");
-    let (cert, key) = pki.leaf(
-        d,
-        "entra",
-        &["127.0.0.1", "localhost"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
     let entra = Entra::start(
         d,
-        &cert,
-        &key,
-        &pki.ca,
+        &pki,
         TENANT,
         &["tessera-app:right-secret"],
         &["tessera-fed"],
