@@ -71,7 +71,6 @@
 // requests per get_token; its token cache refetches only when the cached token
 // expires within 300 s; it has no request timeout of its own ("hang" hangs).
 
-import { OAuth2Issuer, OAuth2Service } from 'oauth2-mock-server';
 import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
@@ -136,6 +135,13 @@ const calls = { token_requests: 0, by_client: {}, issued: [] };
 const held = new Set(); // responses of token requests held in "hang" mode
 
 // ---------------------------------------------------------- issuer + keystore
+let OAuth2Issuer;
+let OAuth2Service;
+try {
+  ({ OAuth2Issuer, OAuth2Service } = await import('oauth2-mock-server'));
+} catch (e) {
+  die(`cannot load oauth2-mock-server (${e.code || e.message}): run testenv/setup`);
+}
 const issuer = new OAuth2Issuer();
 issuer.url = `https://sts.windows.net/${tenant}/`;
 await issuer.keys.generate('RS256');
@@ -509,7 +515,7 @@ const server = https.createServer(
     });
   },
 );
-server.on('tlsClientError', (err) => log(`TLS handshake failed: ${err.message}`));
+server.on('tlsClientError', (err) => log(`TLS handshake failed: ${err.message.trim()}`));
 
 let stopping = false;
 function stop(sig) {
