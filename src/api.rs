@@ -1,10 +1,14 @@
 //! The public configuration schema (`tessera.dev/v1alpha1`) as serde types.
 //!
-//! These are the wire types users write; they become Kubernetes CRDs later, which is why
-//! they are plain camelCase structs with `Option`s and no internally tagged enums.
+//! These are the wire types users write, in files or as Kubernetes custom resources (the CRDs
+//! are generated from them), which is why they are plain camelCase structs with `Option`s and
+//! no internally tagged enums.
 //! Validation and reference resolution happen in `source::load`, producing a `model::Model`.
 
-use serde::Deserialize;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -49,7 +53,16 @@ pub struct Metadata {
 }
 
 /// Listeners served to the Envoy nodes of one `node.cluster`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(CustomResource, Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "tessera.dev",
+    version = "v1alpha1",
+    kind = "Gateway",
+    root = "GatewayResource",
+    namespaced,
+    status = "ObjectStatus",
+    shortname = "tgw"
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewaySpec {
     pub node_cluster: String,
@@ -59,7 +72,7 @@ pub struct GatewaySpec {
 }
 
 /// One listening socket.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListenerSpec {
     pub name: String,
@@ -70,7 +83,7 @@ pub struct ListenerSpec {
 }
 
 /// The LLM provider behind a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 pub enum Provider {
     OpenAI,
     AzureOpenAI,
@@ -82,7 +95,15 @@ pub enum Provider {
 }
 
 /// An upstream LLM endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(CustomResource, Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "tessera.dev",
+    version = "v1alpha1",
+    kind = "Backend",
+    root = "BackendResource",
+    namespaced,
+    status = "ObjectStatus"
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendSpec {
     pub provider: Provider,
@@ -95,7 +116,7 @@ pub struct BackendSpec {
 }
 
 /// How to verify an https backend.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendTls {
     /// PEM CA file, relative to the YAML file's directory; read at load time.
@@ -104,7 +125,7 @@ pub struct BackendTls {
 }
 
 /// The credential kinds a policy may declare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 pub enum PolicyType {
     APIKey,
     AWSCredentials,
@@ -112,7 +133,16 @@ pub enum PolicyType {
 }
 
 /// A credential; exactly the block matching `type` must be present.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(CustomResource, Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "tessera.dev",
+    version = "v1alpha1",
+    kind = "BackendSecurityPolicy",
+    root = "BackendSecurityPolicyResource",
+    namespaced,
+    status = "ObjectStatus",
+    shortname = "bsp"
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendSecurityPolicySpec {
     #[serde(rename = "type")]
@@ -124,7 +154,7 @@ pub struct BackendSecurityPolicySpec {
 
 /// Azure Entra ID tokens: exactly one of `clientSecretRef`, `clientSecretFile` and
 /// `oidcExchangeToken`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AzureCredentialsSpec {
     pub tenant_id: String,
@@ -143,7 +173,7 @@ pub struct AzureCredentialsSpec {
 }
 
 /// Where the federated assertion comes from: exactly one of `tokenFile` and `oidc`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AzureTokenExchangeSpec {
     /// `AZURE_FEDERATED_TOKEN_FILE` style; re-read at every exchange.
@@ -152,7 +182,7 @@ pub struct AzureTokenExchangeSpec {
 }
 
 /// AWS credentials: exactly one of `oidcExchangeToken` and `credentialsFile`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AwsCredentialsSpec {
     pub region: String,
@@ -167,7 +197,7 @@ pub struct AwsCredentialsSpec {
 }
 
 /// STS `AssumeRoleWithWebIdentity` with an OIDC token: exactly one of `tokenFile` and `oidc`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OidcExchangeTokenSpec {
     pub role_arn: String,
@@ -182,7 +212,7 @@ pub struct OidcExchangeTokenSpec {
 
 /// A client-credentials grant: exactly one of `issuer` and `tokenEndpoint`, and exactly one
 /// of `clientSecretRef` and `clientSecretFile`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OidcSpec {
     pub issuer: Option<String>,
@@ -195,7 +225,7 @@ pub struct OidcSpec {
 }
 
 /// Refresh timing; durations as strings such as `"5m"`, `"30s"`, `"1h30m"`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RefreshSpec {
     pub before_expiry: Option<String>,
@@ -204,7 +234,7 @@ pub struct RefreshSpec {
 }
 
 /// A long-lived API key; exactly one of `file` and `secretRef`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiKeySpec {
     /// Key file, relative to the YAML file's directory; a missing file means revoked.
@@ -217,7 +247,7 @@ pub struct ApiKeySpec {
 }
 
 /// One key of a `v1 Secret`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeyRef {
     pub name: String,
@@ -225,7 +255,15 @@ pub struct SecretKeyRef {
 }
 
 /// Routing rules attached to a gateway.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(CustomResource, Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "tessera.dev",
+    version = "v1alpha1",
+    kind = "Route",
+    root = "RouteResource",
+    namespaced,
+    status = "ObjectStatus"
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteSpec {
     pub gateway: String,
@@ -233,7 +271,7 @@ pub struct RouteSpec {
 }
 
 /// Any of `matches` selects the rule (none means everything); traffic splits by weight.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleSpec {
     pub matches: Option<Vec<MatchSpec>>,
@@ -241,7 +279,7 @@ pub struct RuleSpec {
 }
 
 /// All conditions must hold.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MatchSpec {
     pub path_prefix: Option<String>,
@@ -249,7 +287,7 @@ pub struct MatchSpec {
 }
 
 /// Exact header value match.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderMatchSpec {
     pub name: String,
@@ -257,7 +295,7 @@ pub struct HeaderMatchSpec {
 }
 
 /// A backend and its share of the rule's traffic.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendRef {
     pub name: String,
@@ -282,7 +320,7 @@ pub struct Secret {
 }
 
 /// Secret values by key; `Debug` shows the keys only.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(transparent)]
 pub struct SecretData(pub BTreeMap<String, String>);
 
@@ -290,4 +328,31 @@ impl fmt::Debug for SecretData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_set().entries(self.0.keys()).finish()
     }
+}
+
+/// Status written back to every Tessera custom resource.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted`, `ResolvedRefs`, and on policies `CredentialReady`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// The CustomResourceDefinitions of every Tessera kind, as one multi-document YAML.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in [
+        GatewayResource::crd(),
+        BackendResource::crd(),
+        BackendSecurityPolicyResource::crd(),
+        RouteResource::crd(),
+    ] {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
 }

@@ -49,6 +49,8 @@ enum Command {
         #[arg(long, default_value = "config/example")]
         config: PathBuf,
     },
+    /// Print the CustomResourceDefinitions of Tessera's kinds (Kubernetes mode).
+    Crds,
     /// Print an Envoy bootstrap that gets everything else from Tessera over ADS.
     Bootstrap {
         #[arg(long)]
@@ -137,6 +139,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        Command::Crds => {
+            print!("{}", tessera::api::crds_yaml()?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bootstrap {
             node_id,
             node_cluster,

@@ -254,3 +254,27 @@ fn bootstrap_never_uses_sds() {
         assert!(!yaml.contains("sds_config"), "{extra:?}:\n{yaml}");
     }
 }
+
+#[test]
+fn checked_in_crds_match_the_types() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("crds")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/crd/tessera.dev.yaml");
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        generated == checked_in,
+        "config/crd/tessera.dev.yaml is out of date: run `cargo run -- crds > config/crd/tessera.dev.yaml`"
+    );
+    for kind in ["Gateway", "Backend", "BackendSecurityPolicy", "Route"] {
+        assert!(generated.contains(&format!("kind: {kind}\n")), "{kind} CRD");
+    }
+    assert!(generated.contains("status: {}"), "status subresource");
+}
