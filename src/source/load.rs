@@ -19,6 +19,7 @@ use std::fmt;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 mod policy;
 #[cfg(test)]
@@ -65,6 +66,34 @@ impl fmt::Display for ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigErrors(pub Vec<ConfigError>);
+
+/// Operator-imposed limits on what objects may point Tessera at (Kubernetes mode).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restrictions {
+    /// When set, every file path must be absolute and lie under one of these directories.
+    pub file_dirs: Option<Vec<PathBuf>>,
+    /// When set, endpoint overrides (STS, OIDC issuer/token endpoint, Entra authority) must
+    /// start with one of these prefixes.
+    pub endpoints: Option<Vec<String>>,
+}
+
+/// Validates objects that come from an API rather than files. Each document is labelled with
+/// `source` (which errors name in place of a file) and its index; all must be from one
+/// namespace, since references resolve by name.
+pub fn load_documents(
+    source: &Path,
+    documents: impl IntoIterator<Item = Value>,
+    restrictions: &Restrictions,
+) -> (Model, Vec<ConfigError>) {
+    let restrictions = Arc::new(restrictions.clone());
+    let mut loader = Loader::default();
+    for (i, value) in documents.into_iter().enumerate() {
+        let mut origin = Origin::new(source, i + 1);
+        origin.restrictions = restrictions.clone();
+        loader.read_document(origin, value);
+    }
+    loader.finish()
+}
 
 /// Loads a configuration file, or every `*.yaml`/`*.yml` file directly inside a directory.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
@@ -123,6 +152,7 @@ struct Origin {
     file: PathBuf,
     document: usize,
     object: Option<String>,
+    restrictions: Arc<Restrictions>,
 }
 
 impl Origin {
@@ -132,6 +162,7 @@ impl Origin {
             file,
             document,
             object: None,
+            restrictions: Arc::default(),
         }
     }
 
@@ -153,8 +184,36 @@ impl Origin {
     }
 
     /// Relative paths inside a document are relative to its file, not the working directory.
-    fn resolve(&self, path: &str) -> PathBuf {
-        self.file.parent().unwrap_or(Path::new("")).join(path)
+    /// Under restrictions (Kubernetes mode) a path must be absolute, without `..`, and inside
+    /// an allowed directory: a tenant must not make Tessera read its own secrets.
+    fn resolve(&self, path: &str) -> Result<PathBuf, String> {
+        let Some(dirs) = &self.restrictions.file_dirs else {
+            return Ok(self.file.parent().unwrap_or(Path::new("")).join(path));
+        };
+        let p = Path::new(path);
+        let escapes = p
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir));
+        if !p.is_absolute() || escapes {
+            return Err(format!("{path:?} must be an absolute path without \"..\""));
+        }
+        if dirs.iter().any(|d| p.starts_with(d)) {
+            Ok(p.to_path_buf())
+        } else {
+            Err(format!(
+                "{path:?} is outside the directories the operator allowed (--allow-file-dir)"
+            ))
+        }
+    }
+
+    /// Under restrictions, an endpoint override must start with an allowed prefix.
+    fn allow_endpoint(&self, url: &str) -> Result<(), String> {
+        match &self.restrictions.endpoints {
+            Some(allowed) if !allowed.iter().any(|a| url.starts_with(a.as_str())) => Err(format!(
+                "{url:?} is not an endpoint the operator allowed (--allow-endpoint)"
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -457,7 +516,8 @@ impl Loader {
                 }
                 tls if https => {
                     let api::BackendTls { ca_file, sni } = tls.unwrap_or_default();
-                    let ca_pem = ca_file.map(|file| read_ca(&origin.resolve(&file)));
+                    let ca_pem =
+                        ca_file.map(|file| origin.resolve(&file).and_then(|p| read_ca(&p)));
                     let ca_pem = ca_pem.transpose().map_err(|m| e.err("spec.tls.caFile", m));
                     if sni.as_deref().is_some_and(|sni| !is_host_name(sni)) {
                         e.err("spec.tls.sni", "is not a valid host name");

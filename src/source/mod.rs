@@ -3,4 +3,4 @@
 pub mod load;
 pub mod watch;
 
-pub use load::{ConfigErrors, Loaded, load};
+pub use load::{ConfigError, ConfigErrors, Loaded, Restrictions, load, load_documents};

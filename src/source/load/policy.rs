@@ -55,7 +55,13 @@ fn secret_source(
             e.err(format!("{at}.{file_field}"), "must not be empty");
             None
         }
-        (Some(file), None) => Some(KeySource::File(e.origin.resolve(&file))),
+        (Some(file), None) => match e.origin.resolve(&file) {
+            Ok(path) => Some(KeySource::File(path)),
+            Err(m) => {
+                e.err(format!("{at}.{file_field}"), m);
+                None
+            }
+        },
         (None, Some(r)) if r.name.is_empty() || r.key.is_empty() => {
             e.err(
                 format!("{at}.{ref_field}"),
@@ -92,7 +98,7 @@ pub(super) fn aws(
         );
     }
     if let Some(endpoint) = spec.sts_endpoint.as_deref()
-        && let Err(m) = check_url(endpoint)
+        && let Err(m) = check_url(endpoint).and_then(|()| e.origin.allow_endpoint(endpoint))
     {
         e.err(format!("{AT}.stsEndpoint"), m);
     }
@@ -112,10 +118,16 @@ pub(super) fn aws(
             e.err(format!("{AT}.credentialsFile"), "must not be empty");
             None
         }
-        (None, Some(file)) => Some(AwsSource::CredentialsFile {
-            path: e.origin.resolve(&file),
-            profile: spec.profile.unwrap_or_else(|| "default".into()),
-        }),
+        (None, Some(file)) => match e.origin.resolve(&file) {
+            Ok(path) => Some(AwsSource::CredentialsFile {
+                path,
+                profile: spec.profile.unwrap_or_else(|| "default".into()),
+            }),
+            Err(m) => {
+                e.err(format!("{AT}.credentialsFile"), m);
+                None
+            }
+        },
         _ => {
             e.err(
                 AT,
@@ -173,7 +185,13 @@ fn web_identity(
             e.err(format!("{AT}.tokenFile"), "must not be empty");
             None
         }
-        (Some(file), None) => Some(TokenSource::File(e.origin.resolve(&file))),
+        (Some(file), None) => match e.origin.resolve(&file) {
+            Ok(path) => Some(TokenSource::File(path)),
+            Err(m) => {
+                e.err(format!("{AT}.tokenFile"), m);
+                None
+            }
+        },
         (None, Some(oidc)) => oidc_client(
             oidc,
             &format!("{AT}.oidc"),
@@ -205,10 +223,12 @@ pub(super) fn oidc_client(
 ) -> Option<OidcClient> {
     let endpoint = match (spec.issuer, spec.token_endpoint) {
         (Some(issuer), None) => check_url(&issuer)
+            .and_then(|()| e.origin.allow_endpoint(&issuer))
             .map_err(|m| e.err(format!("{at}.issuer"), m))
             .ok()
             .map(|()| OidcEndpoint::Issuer(issuer)),
         (None, Some(url)) => check_url(&url)
+            .and_then(|()| e.origin.allow_endpoint(&url))
             .map_err(|m| e.err(format!("{at}.tokenEndpoint"), m))
             .ok()
             .map(|()| OidcEndpoint::TokenEndpoint(url)),
@@ -271,7 +291,13 @@ pub(super) fn azure(
         );
     }
     let ca_pem = spec.ca_file.and_then(|file| {
-        let path = e.origin.resolve(&file);
+        let path = match e.origin.resolve(&file) {
+            Ok(path) => path,
+            Err(m) => {
+                e.err(format!("{AT}.caFile"), m);
+                return None;
+            }
+        };
         match std::fs::read_to_string(&path) {
             Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(pem),
             Ok(_) => {
@@ -309,9 +335,13 @@ pub(super) fn azure(
         (false, Some(x)) => {
             let at = format!("{AT}.oidcExchangeToken");
             match (x.token_file, x.oidc) {
-                (Some(file), None) if !file.is_empty() => Some(AzureAuth::Federated(
-                    TokenSource::File(e.origin.resolve(&file)),
-                )),
+                (Some(file), None) if !file.is_empty() => match e.origin.resolve(&file) {
+                    Ok(path) => Some(AzureAuth::Federated(TokenSource::File(path))),
+                    Err(m) => {
+                        e.err(format!("{at}.tokenFile"), m);
+                        None
+                    }
+                },
                 (None, Some(oidc)) => oidc_client(
                     oidc,
                     &format!("{at}.oidc"),
