@@ -28,12 +28,15 @@ impl DirWatcher {
         let watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
                 Ok(event) => {
+                    // Only a close after writing, a rename, a creation or a removal leaves a
+                    // file complete; a truncation or write may be followed by more.
                     let settled = match event.kind {
                         EventKind::Access(notify::event::AccessKind::Close(
                             notify::event::AccessMode::Write,
                         )) => true,
                         EventKind::Access(_) => return,
-                        EventKind::Modify(ModifyKind::Data(_)) => false,
+                        EventKind::Modify(ModifyKind::Name(_)) => true,
+                        EventKind::Modify(_) => false,
                         _ => true,
                     };
                     for path in event.paths {
