@@ -43,6 +43,26 @@ enum Command {
         /// Allow plaintext xDS on a non-loopback address (provider keys travel in the clear).
         #[arg(long)]
         insecure_xds: bool,
+        /// Read Gateways, Backends, policies, Routes and labelled Secrets from Kubernetes
+        /// (in-cluster config or KUBECONFIG) instead of --config.
+        #[arg(long)]
+        kubernetes: bool,
+        /// Kubernetes mode: watch only this namespace.
+        #[arg(long, requires = "kubernetes")]
+        namespace: Option<String>,
+        /// Kubernetes mode: directories that *File fields may point into (repeatable).
+        #[arg(long, requires = "kubernetes")]
+        allow_file_dir: Vec<PathBuf>,
+        /// Kubernetes mode: URL prefixes allowed for stsEndpoint, authorityHost, issuer and
+        /// tokenEndpoint (repeatable); none means no override is allowed.
+        #[arg(long, requires = "kubernetes")]
+        allow_endpoint: Vec<String>,
+        /// Kubernetes mode: namespace of the Lease that elects the status writer.
+        #[arg(long, default_value = "tessera-system", requires = "kubernetes")]
+        lease_namespace: String,
+        /// Kubernetes mode: this replica's name in the Lease (default: $HOSTNAME).
+        #[arg(long, requires = "kubernetes")]
+        identity: Option<String>,
     },
     /// Check a configuration; prints every error with file, document and field.
     Validate {
@@ -99,8 +119,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             xds_tls_key,
             xds_client_ca,
             insecure_xds,
+            kubernetes,
+            namespace,
+            allow_file_dir,
+            allow_endpoint,
+            lease_namespace,
+            identity,
         } => {
             init_logging();
+            let kubernetes = kubernetes.then(|| tessera::source::kubernetes::KubeOptions {
+                namespace,
+                restrictions: tessera::source::Restrictions {
+                    file_dirs: Some(allow_file_dir),
+                    endpoints: Some(allow_endpoint),
+                },
+                lease_namespace,
+                identity: identity
+                    .or_else(|| std::env::var("HOSTNAME").ok())
+                    .unwrap_or_else(|| format!("tessera-{}", std::process::id())),
+            });
             let tls = match (xds_tls_cert, xds_tls_key, xds_client_ca) {
                 (Some(cert), Some(key), Some(client_ca)) => Some(XdsTls {
                     cert,
@@ -112,6 +149,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             runtime.block_on(tessera::app::serve(ServeOptions {
                 config,
+                kubernetes,
                 xds_address,
                 admin_address,
                 tls,

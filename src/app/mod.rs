@@ -22,6 +22,7 @@ use tracing::{info, warn};
 
 mod engine;
 mod files;
+mod kubernetes;
 
 use engine::Engine;
 use files::FileSource;
@@ -38,6 +39,8 @@ pub struct XdsTls {
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub config: PathBuf,
+    /// Kubernetes mode instead of files.
+    pub kubernetes: Option<crate::source::kubernetes::KubeOptions>,
     pub xds_address: SocketAddr,
     pub admin_address: SocketAddr,
     pub tls: Option<XdsTls>,
@@ -88,7 +91,7 @@ impl AppState {
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let config = std::path::absolute(&opts.config)
         .with_context(|| format!("cannot resolve {}", opts.config.display()))?;
-    if !config.exists() {
+    if opts.kubernetes.is_none() && !config.exists() {
         bail!("configuration path {} does not exist", config.display());
     }
     if opts.tls.is_none() && !opts.xds_address.ip().is_loopback() {
@@ -111,13 +114,24 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let state = Arc::new(AppState::default());
 
     let engine = Engine::new(state.clone(), http);
-    let (watcher, changes) = DirWatcher::new().context("cannot start the file watcher")?;
-    let mut source = FileSource {
-        config,
-        engine,
-        watcher,
+    let source: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match opts.kubernetes.clone() {
+        Some(kube_opts) => {
+            let client = kube::Client::try_default()
+                .await
+                .context("cannot reach Kubernetes (in-cluster config or KUBECONFIG)")?;
+            Box::pin(kubernetes::run(client, kube_opts, engine))
+        }
+        None => {
+            let (watcher, changes) = DirWatcher::new().context("cannot start the file watcher")?;
+            let mut files = FileSource {
+                config,
+                engine,
+                watcher,
+            };
+            files.reload();
+            Box::pin(files.run(changes))
+        }
     };
-    source.reload();
 
     let xds = xds_server(&opts, state.clone()).await?;
     let admin_listener = tokio::net::TcpListener::bind(opts.admin_address)
@@ -129,7 +143,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     tokio::select! {
         r = xds => r?,
         r = admin => r.context("admin server failed")?,
-        () = source.run(changes) => {},
+        () = source => {},
         r = tokio::signal::ctrl_c() => { r?; info!("interrupted, shutting down"); }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! Where definitions come from: a directory of YAML documents, reloaded when it changes.
 
+pub mod kubernetes;
 pub mod load;
 pub mod watch;
 

@@ -135,10 +135,15 @@ pub struct Tessera {
     pub log: PathBuf,
     config: PathBuf,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Tessera {
     pub async fn start(config: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(config, extra, &[]).await
+    }
+
+    pub async fn start_with_env(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut t = Tessera {
             proc: None,
             xds_port: port(),
@@ -146,6 +151,10 @@ impl Tessera {
             log: config.with_extension("tessera.log"),
             config: config.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         t.spawn();
         t.wait_ready().await;
@@ -167,6 +176,7 @@ impl Tessera {
             .arg("--admin-address")
             .arg(format!("127.0.0.1:{}", self.admin_port))
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("TESSERA_LOG", "info,tessera=debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -818,5 +828,118 @@ impl Pki {
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
         (c, k)
+    }
+}
+
+// === Fake Kubernetes API server ===
+
+/// testenv/fake_apiserver.py: keeps its store in `state` across restarts.
+pub struct FakeKube {
+    proc: Option<Proc>,
+    pub port: u16,
+    pub kubeconfig: PathBuf,
+    state: PathBuf,
+    dir: PathBuf,
+}
+
+impl FakeKube {
+    pub async fn start(dir: &Path) -> Self {
+        let mut k = FakeKube {
+            proc: None,
+            port: 0,
+            kubeconfig: dir.join("kubeconfig"),
+            state: dir.join("kube-state.json"),
+            dir: dir.to_path_buf(),
+        };
+        k.spawn().await;
+        k
+    }
+
+    async fn spawn(&mut self) {
+        let port_file = self.dir.join("kube.port");
+        let _ = std::fs::remove_file(&port_file);
+        let child = Command::new(python())
+            .arg(repo().join("testenv/fake_apiserver.py"))
+            .args(["--port", &self.port.to_string(), "--port-file"])
+            .arg(&port_file)
+            .arg("--state")
+            .arg(&self.state)
+            .arg("--kubeconfig-out")
+            .arg(&self.kubeconfig)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.proc = Some(Proc {
+            child,
+            name: "fake-apiserver".into(),
+        });
+        self.port = eventually("fake apiserver port file", DEADLINE, || {
+            let f = port_file.clone();
+            async move {
+                std::fs::read_to_string(f)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u16>().ok())
+            }
+        })
+        .await;
+    }
+
+    /// Stops and starts it on the same port with the same store: every watch breaks.
+    pub async fn restart(&mut self) {
+        self.proc = None;
+        self.spawn().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// POSTs an object to a collection path; panics unless created.
+    pub async fn create(&self, collection: &str, object: Value) {
+        let r = http()
+            .post(self.url(collection))
+            .json(&object)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        assert!(
+            status.is_success(),
+            "create {collection}: {status} {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+
+    /// Merge-patches an object.
+    pub async fn patch(&self, path: &str, patch: Value) {
+        let r = http()
+            .patch(self.url(path))
+            .header("content-type", "application/merge-patch+json")
+            .body(patch.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        assert!(
+            status.is_success(),
+            "patch {path}: {status} {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+
+    pub async fn delete(&self, path: &str) {
+        let r = http().delete(self.url(path)).send().await.unwrap();
+        assert!(r.status().is_success(), "delete {path}: {}", r.status());
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        http()
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 }
