@@ -284,3 +284,147 @@ fn merge(into: &mut Model, from: Model) {
     into.policies.extend(from.policies);
     into.routes.extend(from.routes);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        BackendRef, BackendSpec, GatewaySpec, ListenerSpec, Provider, RouteSpec, RuleSpec,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn meta<T: kube::Resource>(obj: &mut T, ns: &str, name: &str, created: i64) {
+        let m = obj.meta_mut();
+        m.namespace = Some(ns.into());
+        m.name = Some(name.into());
+        m.creation_timestamp = k8s_openapi::jiff::Timestamp::from_second(created)
+            .ok()
+            .map(Time);
+    }
+
+    fn gateway(ns: &str, name: &str, node_cluster: &str, created: i64) -> Arc<GatewayResource> {
+        let mut g = GatewayResource::new(
+            name,
+            GatewaySpec {
+                node_cluster: node_cluster.into(),
+                listeners: vec![ListenerSpec {
+                    name: "http".into(),
+                    port: 10000,
+                    address: None,
+                }],
+                ca_bundle_path: None,
+            },
+        );
+        meta(&mut g, ns, name, created);
+        Arc::new(g)
+    }
+
+    fn backend(ns: &str, name: &str, endpoint: &str) -> Arc<BackendResource> {
+        let mut b = BackendResource::new(
+            name,
+            BackendSpec {
+                provider: Provider::OpenAI,
+                endpoint: endpoint.into(),
+                tls: None,
+                security_policy: None,
+            },
+        );
+        meta(&mut b, ns, name, 0);
+        Arc::new(b)
+    }
+
+    fn route(ns: &str, backends: &[&str]) -> Arc<RouteResource> {
+        let mut r = RouteResource::new(
+            "chat",
+            RouteSpec {
+                gateway: "gw".into(),
+                rules: vec![RuleSpec {
+                    matches: None,
+                    backends: backends
+                        .iter()
+                        .map(|b| BackendRef {
+                            name: (*b).into(),
+                            weight: None,
+                        })
+                        .collect(),
+                }],
+            },
+        );
+        meta(&mut r, ns, "chat", 0);
+        Arc::new(r)
+    }
+
+    #[test]
+    fn namespaces_qualify_names_and_references() {
+        let objects = Objects {
+            gateways: vec![
+                gateway("a", "gw", "edge-a", 1),
+                gateway("b", "gw", "edge-b", 1),
+            ],
+            backends: vec![
+                backend("a", "openai", "http://10.0.0.1"),
+                backend("b", "openai", "http://10.0.0.2"),
+            ],
+            routes: vec![route("a", &["openai"]), route("b", &["openai"])],
+            ..Default::default()
+        };
+        let s = build(&objects, &Restrictions::default());
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        assert_eq!(
+            s.model.routes["a/chat"].rules[0].backends[0].name,
+            "a/openai"
+        );
+        assert_eq!(s.model.routes["b/chat"].gateway, "b/gw");
+        assert_eq!(s.model.backends["b/openai"].endpoint.host, "10.0.0.2");
+    }
+
+    #[test]
+    fn an_invalid_object_is_left_out_and_so_is_what_needs_it() {
+        let objects = Objects {
+            gateways: vec![gateway("a", "gw", "edge", 1)],
+            backends: vec![
+                backend("a", "good", "http://10.0.0.1"),
+                backend("a", "bad", "ftp://x"),
+            ],
+            routes: vec![route("a", &["good"])],
+            ..Default::default()
+        };
+        let s = build(&objects, &Restrictions::default());
+        assert!(s.model.backends.contains_key("a/good"));
+        assert!(!s.model.backends.contains_key("a/bad"));
+        let bad = &s.problems[&("Backend", "a".to_string(), "bad".to_string())];
+        assert_eq!(bad[0].condition, "Accepted");
+        assert!(bad[0].message.contains("spec.endpoint"), "{bad:?}");
+        // A Route that names the broken Backend is dropped with ResolvedRefs=False.
+        let objects = Objects {
+            routes: vec![route("a", &["good", "bad"])],
+            ..objects
+        };
+        let s = build(&objects, &Restrictions::default());
+        assert!(s.model.routes.is_empty());
+        let chat = &s.problems[&("Route", "a".to_string(), "chat".to_string())];
+        assert!(
+            chat.iter()
+                .any(|p| p.condition == "ResolvedRefs" && p.message.contains("\"bad\"")),
+            "{chat:?}"
+        );
+        assert!(s.model.gateways.contains_key("a/gw"), "the rest stays");
+    }
+
+    #[test]
+    fn the_oldest_gateway_keeps_a_node_cluster() {
+        let objects = Objects {
+            gateways: vec![
+                gateway("b", "late", "edge", 200),
+                gateway("a", "early", "edge", 100),
+            ],
+            ..Default::default()
+        };
+        let s = build(&objects, &Restrictions::default());
+        assert!(s.model.gateways.contains_key("a/early"));
+        assert!(!s.model.gateways.contains_key("b/late"));
+        let p = &s.problems[&("Gateway", "b".to_string(), "late".to_string())][0];
+        assert_eq!(p.reason, "NodeClusterConflict");
+        assert!(p.message.contains("a/early"));
+    }
+}
