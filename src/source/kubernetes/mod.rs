@@ -2,7 +2,7 @@
 //! every change becomes a new snapshot; status is written back by one replica at a time.
 
 mod convert;
-mod lease;
+pub mod lease;
 mod status;
 
 pub use convert::{Objects, Problem, Snapshot, build};
