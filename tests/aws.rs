@@ -10,21 +10,6 @@ use std::time::{Duration, Instant};
 
 const MODEL_PATH: &str = "/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke";
 
-macro_rules! both_modes {
-    ($body:ident) => {
-        mod $body {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sotw() {
-                super::$body(false).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn delta() {
-                super::$body(true).await
-            }
-        }
-    };
-}
-
 struct Aws {
     dir: tempfile::TempDir,
     peers: AwsPeers,

@@ -10,21 +10,6 @@ use std::time::{Duration, Instant};
 const TENANT: &str = "contoso-tenant";
 const AUDIENCE: &str = "https://cognitiveservices.azure.com";
 
-macro_rules! both_modes {
-    ($body:ident) => {
-        mod $body {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sotw() {
-                super::$body(false).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn delta() {
-                super::$body(true).await
-            }
-        }
-    };
-}
-
 struct Azure {
     dir: tempfile::TempDir,
     entra: Entra,

@@ -7,22 +7,6 @@ use common::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Runs an async test body once for SotW and once for Delta.
-macro_rules! both_modes {
-    ($body:ident) => {
-        mod $body {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sotw() {
-                super::$body(false).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn delta() {
-                super::$body(true).await
-            }
-        }
-    };
-}
-
 const NODE_CLUSTER: &str = "ai-gateway";
 
 fn gateway_yaml(listener_port: u16) -> String {

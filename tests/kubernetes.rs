@@ -10,21 +10,6 @@ const NS: &str = "team-a";
 const CRS: &str = "/apis/tessera.dev/v1alpha1/namespaces/team-a";
 const SECRETS: &str = "/api/v1/namespaces/team-a/secrets";
 
-macro_rules! both_modes {
-    ($body:ident) => {
-        mod $body {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sotw() {
-                super::$body(false).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn delta() {
-                super::$body(true).await
-            }
-        }
-    };
-}
-
 fn cr(kind: &str, name: &str, spec: Value) -> Value {
     json!({"apiVersion": "tessera.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec})
 }

@@ -114,6 +114,33 @@ pub fn write_atomic(path: &Path, content: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// Starts a test peer that announces its port(s) in `port_file`; returns the process and the
+/// file's content, parsed by `parse`, once it is there.
+async fn spawn_peer<T>(
+    cmd: &mut Command,
+    name: &str,
+    port_file: &Path,
+    parse: impl Fn(&str) -> Option<T>,
+) -> (Proc, T) {
+    let _ = std::fs::remove_file(port_file);
+    let child = cmd.spawn().unwrap();
+    let proc = Proc {
+        child,
+        name: name.into(),
+    };
+    let value = eventually(&format!("{name} port file"), DEADLINE, || {
+        let content = std::fs::read_to_string(port_file).ok();
+        let parsed = content.as_deref().and_then(&parse);
+        async move { parsed }
+    })
+    .await;
+    (proc, value)
+}
+
+fn parse_port(s: &str) -> Option<u16> {
+    s.trim().parse().ok()
+}
+
 struct Proc {
     child: Child,
     name: String,
@@ -391,20 +418,7 @@ impl Mock {
         if let Some((cert, key)) = tls {
             cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
         }
-        let child = cmd.spawn().unwrap();
-        let proc = Proc {
-            child,
-            name: name.into(),
-        };
-        let port = eventually("mock provider port file", DEADLINE, || {
-            let f = port_file.clone();
-            async move {
-                std::fs::read_to_string(f)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u16>().ok())
-            }
-        })
-        .await;
+        let (proc, port) = spawn_peer(&mut cmd, name, &port_file, parse_port).await;
         Mock {
             _proc: proc,
             port,
@@ -488,25 +502,14 @@ pub struct AwsPeers {
 impl AwsPeers {
     pub async fn start(dir: &Path, lifetime_secs: u32) -> Self {
         let port_file = dir.join("aws-peers.json");
-        let child = Command::new(python())
-            .arg(repo().join("testenv/aws_peers.py"))
+        let mut cmd = Command::new(python());
+        cmd.arg(repo().join("testenv/aws_peers.py"))
             .arg("--port-file")
             .arg(&port_file)
             .args(["--lifetime", &lifetime_secs.to_string()])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let proc = Proc {
-            child,
-            name: "aws-peers".into(),
-        };
-        let ports: Value = eventually("aws peers port file", DEADLINE, || {
-            let f = port_file.clone();
-            async move {
-                std::fs::read_to_string(f)
-                    .ok()
-                    .and_then(|s| serde_json::from_str(&s).ok())
-            }
+            .stdout(Stdio::null());
+        let (proc, ports) = spawn_peer(&mut cmd, "aws-peers", &port_file, |s| {
+            serde_json::from_str::<Value>(s).ok()
         })
         .await;
         let port = |k: &str| ports[k].as_u64().unwrap() as u16;
@@ -574,20 +577,8 @@ impl Issuer {
         for c in clients {
             cmd.args(["--client", c]);
         }
-        let child = cmd.stdout(Stdio::null()).spawn().unwrap();
-        let proc = Proc {
-            child,
-            name: "issuer".into(),
-        };
-        let port = eventually("issuer port file", DEADLINE, || {
-            let f = port_file.clone();
-            async move {
-                std::fs::read_to_string(f)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u16>().ok())
-            }
-        })
-        .await;
+        cmd.stdout(Stdio::null());
+        let (proc, port) = spawn_peer(&mut cmd, "issuer", &port_file, parse_port).await;
         Issuer { _proc: proc, port }
     }
 
@@ -676,24 +667,8 @@ impl Entra {
         for f in federated {
             cmd.args(["--federated", f]);
         }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let proc = Proc {
-            child,
-            name: "entra".into(),
-        };
-        let port = eventually("entra port file", DEADLINE, || {
-            let f = port_file.clone();
-            async move {
-                std::fs::read_to_string(f)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u16>().ok())
-            }
-        })
-        .await;
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let (proc, port) = spawn_peer(&mut cmd, "entra", &port_file, parse_port).await;
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
         let client = reqwest::Client::builder()
@@ -857,31 +832,18 @@ impl FakeKube {
 
     async fn spawn(&mut self) {
         let port_file = self.dir.join("kube.port");
-        let _ = std::fs::remove_file(&port_file);
-        let child = Command::new(python())
-            .arg(repo().join("testenv/fake_apiserver.py"))
+        let mut cmd = Command::new(python());
+        cmd.arg(repo().join("testenv/fake_apiserver.py"))
             .args(["--port", &self.port.to_string(), "--port-file"])
             .arg(&port_file)
             .arg("--state")
             .arg(&self.state)
             .arg("--kubeconfig-out")
             .arg(&self.kubeconfig)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.proc = Some(Proc {
-            child,
-            name: "fake-apiserver".into(),
-        });
-        self.port = eventually("fake apiserver port file", DEADLINE, || {
-            let f = port_file.clone();
-            async move {
-                std::fs::read_to_string(f)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u16>().ok())
-            }
-        })
-        .await;
+            .stdout(Stdio::null());
+        let (proc, port) = spawn_peer(&mut cmd, "fake-apiserver", &port_file, parse_port).await;
+        self.proc = Some(proc);
+        self.port = port;
     }
 
     /// Stops and starts it on the same port with the same store: every watch breaks.
@@ -942,4 +904,21 @@ impl FakeKube {
             .await
             .unwrap()
     }
+}
+
+/// Runs an async test body once over SotW and once over Delta xDS.
+#[macro_export]
+macro_rules! both_modes {
+    ($body:ident) => {
+        mod $body {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sotw() {
+                super::$body(false).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn delta() {
+                super::$body(true).await
+            }
+        }
+    };
 }
