@@ -167,21 +167,20 @@ pub async fn run(
     };
     publish(&stores);
     loop {
-        let Some(first) = rx.recv().await else { return };
-        let mut secret_changed = first == Change::Secret;
-        if !secret_changed {
-            // Batch a burst of config edits (and a re-list) into one rebuild, like file mode.
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
-            while let Ok(Some(c)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-                secret_changed |= c == Change::Secret;
-                if secret_changed {
-                    break;
-                }
+        let Some(mut change) = rx.recv().await else {
+            return;
+        };
+        // Batch a burst of config edits (or a re-list) into one rebuild, like file mode; a
+        // Secret change (a rotation or revocation) ends the wait at once.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+        while change == Change::Config {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(next)) => change = next,
+                Ok(None) => return,
+                Err(_) => break,
             }
         }
-        while let Ok(c) = rx.try_recv() {
-            let _ = c;
-        }
+        while rx.try_recv().is_ok() {}
         publish(&stores);
     }
 }
