@@ -144,7 +144,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         r = xds => r?,
         r = admin => r.context("admin server failed")?,
         () = source => {},
-        r = tokio::signal::ctrl_c() => { r?; info!("interrupted, shutting down"); }
+        r = shutdown_signal() => { r?; info!("shutting down"); }
     }
     Ok(())
 }
@@ -180,4 +180,13 @@ async fn xds_server(
             .await
             .context("xDS server failed")
     })
+}
+
+/// SIGINT or SIGTERM (what Kubernetes and systemd send).
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
 }
