@@ -320,7 +320,7 @@ pub struct Secret {
 }
 
 /// Secret values by key; `Debug` shows the keys only.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct SecretData(pub BTreeMap<String, String>);
 
