@@ -33,7 +33,11 @@ impl Engine {
     pub fn apply(&mut self, model: &Model) {
         let gateways = translate(model);
         let keys = StaticKeys::load(model);
-        let plan = self.minters.plan(model);
+        let in_use: HashSet<String> = gateways
+            .values()
+            .flat_map(|g| g.credentials.iter().cloned())
+            .collect();
+        let plan = self.minters.plan(model, &in_use);
         let mut credentials = keys.resources();
         credentials.extend(plan.placeholders.iter().cloned());
         self.state.cache.publish(gateways, credentials);

@@ -17,7 +17,7 @@ pub use status::{CredentialStatus, StatusBoard};
 use crate::model::{AwsSource, Model, PolicyKind};
 use crate::translate::{deny_config, generic_secret, names};
 use crate::xds::{Cache, Resource};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
@@ -48,10 +48,15 @@ impl Minters {
         }
     }
 
-    /// Stops tasks whose policy is gone or changed; returns what to publish and start.
-    pub fn plan(&mut self, model: &Model) -> Plan {
+    /// Stops tasks whose policy is gone, changed or no longer used by any gateway (`in_use`
+    /// holds the credential names some gateway references); returns what to publish and start.
+    pub fn plan(&mut self, model: &Model, in_use: &HashSet<String>) -> Plan {
         let mut wanted: HashMap<String, PolicyKind> = HashMap::new();
         for policy in model.policies.values() {
+            // Nobody would receive it: do not spend STS or Entra calls on it.
+            if !in_use.contains(&names::credential(&policy.name)) {
+                continue;
+            }
             let minted = match &policy.kind {
                 PolicyKind::Aws(aws) => matches!(aws.source, AwsSource::WebIdentity(_)),
                 PolicyKind::Azure(_) => true,

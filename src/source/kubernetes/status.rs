@@ -142,8 +142,8 @@ impl Ctx<'_> {
             return cond(
                 "CredentialReady",
                 "Unknown",
-                "Pending",
-                "no credential state yet",
+                "NotInUse",
+                "no Backend that a Route uses references this policy",
                 generation,
             );
         };
