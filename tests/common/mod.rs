@@ -97,6 +97,11 @@ pub async fn wait_ok(what: &str, url: &str) {
     .await;
 }
 
+/// GETs `url` and parses the JSON body.
+pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
+    http().get(url).send().await.unwrap().json().await.unwrap()
+}
+
 pub fn http() -> reqwest::Client {
     // reqwest is built with rustls but no default crypto provider: pick the one Tessera uses.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -235,14 +240,7 @@ impl Tessera {
     }
 
     pub async fn status(&self) -> Value {
-        http()
-            .get(format!("http://127.0.0.1:{}/status", self.admin_port))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(&format!("http://127.0.0.1:{}/status", self.admin_port)).await
     }
 
     pub fn logs(&self) -> String {
@@ -363,14 +361,7 @@ impl Envoy {
     }
 
     pub async fn config_dump(&self) -> Value {
-        http()
-            .get(format!("http://127.0.0.1:{}/config_dump", self.admin_port))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(&format!("http://127.0.0.1:{}/config_dump", self.admin_port)).await
     }
 
     pub fn logs(&self) -> String {
@@ -441,14 +432,7 @@ impl Mock {
             self.scheme, "http",
             "query TLS mocks through their echo instead"
         );
-        http()
-            .get(self.control())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(&self.control()).await
     }
 
     pub async fn clear(&self) {
@@ -537,27 +521,13 @@ impl AwsPeers {
 
     /// Every credential STS issued: access_key_id, issued_at, expires_at, session_name.
     pub async fn issued(&self) -> Vec<Value> {
-        let v: Value = http()
-            .get(self.control("sts"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(&self.control("sts")).await;
         v["issued"].as_array().cloned().unwrap_or_default()
     }
 
     /// Every request the Bedrock mock received, with status and access key.
     pub async fn requests(&self) -> Vec<Value> {
-        http()
-            .get(self.control("requests"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(&self.control("requests")).await
     }
 }
 
@@ -599,14 +569,7 @@ impl Issuer {
 
     /// Token requests per client.
     pub async fn calls(&self) -> Value {
-        http()
-            .get(format!("{}/__control/calls", self.url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(&format!("{}/__control/calls", self.url())).await
     }
 }
 
@@ -895,14 +858,7 @@ impl FakeKube {
     }
 
     pub async fn get(&self, path: &str) -> Value {
-        http()
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(&self.url(path)).await
     }
 }
 
