@@ -78,8 +78,10 @@ import threading
 import time
 import urllib.parse
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 from xml.sax.saxutils import escape
+
+from peer_http import PeerHandler, PeerServer
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest, HTTPHeaders
@@ -104,45 +106,14 @@ MISMATCH_MESSAGE = (
 # Shared HTTP plumbing
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True  # hung or keep-alive handlers never block exit
-    request_queue_size = 256  # the default backlog of 5 drops bursts of connects
-
+class Server(PeerServer):
     def __init__(self, address, handler, peers, label):
         super().__init__(address, handler)
         self.peers = peers
-        self.label = label
-
-    def handle_error(self, request, client_address):
-        print(f"aws_peers {self.label}: error serving {client_address}: "
-              f"{sys.exc_info()[1]!r}", file=sys.stderr)
+        self.label = f"aws_peers {label}"
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive; every response has Content-Length
-    disable_nagle_algorithm = True  # else Nagle + delayed ACK add ~40 ms a request
-
-    def setup(self):
-        if isinstance(self.request, ssl.SSLSocket):
-            self.request.do_handshake()  # in this worker thread, not the accept loop
-        super().setup()
-
-    def log_message(self, format, *args):
-        pass  # silent: no line per request
-
-    def read_body(self):
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()  # CRLF after each chunk
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
+class Handler(PeerHandler):
     def send(self, status, body, content_type, headers=(), reason=None):
         self.send_response(status, reason)
         self.send_header("Content-Type", content_type)

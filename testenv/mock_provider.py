@@ -22,49 +22,20 @@ import signal
 import ssl
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from peer_http import PeerHandler, PeerServer
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256  # the default backlog of 5 drops bursts of connects
-
+class Server(PeerServer):
     def __init__(self, address, name):
         super().__init__(address, Handler)
         self.name = name
+        self.label = f"mock_provider {name}"
         self.recorded = []
         self.lock = threading.Lock()
 
-    def handle_error(self, request, client_address):
-        print(f"mock_provider {self.name}: error serving {client_address}: "
-              f"{sys.exc_info()[1]!r}", file=sys.stderr)
 
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive; every response has Content-Length
-    disable_nagle_algorithm = True  # else Nagle + delayed ACK add ~40 ms a request
-
-    def setup(self):
-        if isinstance(self.request, ssl.SSLSocket):
-            self.request.do_handshake()  # in this worker thread, not the accept loop
-        super().setup()
-
-    def log_message(self, format, *args):
-        pass  # silent: no line per request
-
-    def read_body(self):
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()  # CRLF after each chunk
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
+class Handler(PeerHandler):
     def reply(self, status, payload):
         data = json.dumps(payload).encode()
         self.send_response(status)

@@ -49,7 +49,8 @@ import threading
 import time
 import urllib.parse
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from peer_http import PeerHandler, PeerServer
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -93,40 +94,16 @@ class Issuer:
         return f"{signing_input}.{b64url(signature)}"
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True  # hung or keep-alive handlers never block exit
-    request_queue_size = 256  # the default backlog of 5 drops bursts of connects
+class Server(PeerServer):
+    label = "oidc_issuer"
 
     def __init__(self, address, issuer, issuer_url=None):
         super().__init__(address, Handler)
         self.issuer = issuer
         self.issuer_url = issuer_url or "http://%s:%d" % self.server_address[:2]
 
-    def handle_error(self, request, client_address):
-        print(f"oidc_issuer: error serving {client_address}: {sys.exc_info()[1]!r}",
-              file=sys.stderr)
 
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive; every response has Content-Length
-    disable_nagle_algorithm = True  # else Nagle + delayed ACK add ~40 ms a request
-
-    def log_message(self, format, *args):
-        pass  # silent: no line per request
-
-    def read_body(self):
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()  # CRLF after each chunk
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
+class Handler(PeerHandler):
     def reply(self, status, payload, headers=()):
         data = json.dumps(payload).encode()
         self.send_response(status)
