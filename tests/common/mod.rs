@@ -1,6 +1,8 @@
 //! Test harness: real Tessera, real Envoy and mock providers as processes on 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod kube_apiserver;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
