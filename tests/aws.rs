@@ -297,11 +297,8 @@ both_modes!(sts_outage);
 
 // === one hanging issuer does not delay another credential ===
 
+#[needs_envoy]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(
-    envoy_missing,
-    ignore = "no Envoy: run testenv/setup or set TESSERA_ENVOY"
-)]
 async fn hung_issuer_is_isolated() {
     let aws = setup(Mode::Delta, 4, "5m", &["team-a", "team-b"]).await;
     aws.until_signed("team-a").await;
@@ -334,11 +331,8 @@ async fn hung_issuer_is_isolated() {
 
 // === a projected service-account token file ===
 
+#[needs_envoy]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(
-    envoy_missing,
-    ignore = "no Envoy: run testenv/setup or set TESSERA_ENVOY"
-)]
 async fn projected_token_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -370,11 +364,8 @@ async fn projected_token_file() {
 
 // === static keys from an AWS credentials file: rotate and revoke by editing it ===
 
+#[needs_envoy]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(
-    envoy_missing,
-    ignore = "no Envoy: run testenv/setup or set TESSERA_ENVOY"
-)]
 async fn credentials_file_rotation_and_revocation() {
     let holder = tempfile::tempdir().unwrap();
     let creds_file = holder.path().join("credentials");

@@ -208,11 +208,8 @@ async fn short_lived_tokens_are_replaced_in_place(mode: Mode) {
 }
 both_modes!(short_lived_tokens_are_replaced_in_place);
 
+#[needs_envoy]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(
-    envoy_missing,
-    ignore = "no Envoy: run testenv/setup or set TESSERA_ENVOY"
-)]
 async fn wrong_client_secret_fails_closed_with_a_clear_error() {
     let az = setup(
         Mode::Delta,
@@ -245,11 +242,8 @@ async fn wrong_client_secret_fails_closed_with_a_clear_error() {
     );
 }
 
+#[needs_envoy]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(
-    envoy_missing,
-    ignore = "no Envoy: run testenv/setup or set TESSERA_ENVOY"
-)]
 async fn federated_assertion_from_a_token_file() {
     let az = setup(
         Mode::Sotw,

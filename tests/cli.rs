@@ -187,11 +187,8 @@ fn assert_envoy_accepts(envoy: &Path, dir: &Path, name: &str, yaml: &str) {
     );
 }
 
+#[needs_envoy]
 #[test]
-#[cfg_attr(
-    envoy_missing,
-    ignore = "no Envoy: run testenv/setup or set TESSERA_ENVOY"
-)]
 fn bootstrap_sotw_is_accepted_by_envoy() {
     let envoy = envoy();
     let dir = tempfile::tempdir().unwrap();
@@ -200,11 +197,8 @@ fn bootstrap_sotw_is_accepted_by_envoy() {
     assert_envoy_accepts(&envoy, dir.path(), "sotw", &yaml);
 }
 
+#[needs_envoy]
 #[test]
-#[cfg_attr(
-    envoy_missing,
-    ignore = "no Envoy: run testenv/setup or set TESSERA_ENVOY"
-)]
 fn bootstrap_delta_is_accepted_by_envoy() {
     let envoy = envoy();
     let dir = tempfile::tempdir().unwrap();
@@ -213,11 +207,8 @@ fn bootstrap_delta_is_accepted_by_envoy() {
     assert_envoy_accepts(&envoy, dir.path(), "delta", &yaml);
 }
 
+#[needs_envoy]
 #[test]
-#[cfg_attr(
-    envoy_missing,
-    ignore = "no Envoy: run testenv/setup or set TESSERA_ENVOY"
-)]
 fn bootstrap_with_mtls_is_accepted_by_envoy() {
     let envoy = envoy();
     let dir = tempfile::tempdir().unwrap();
@@ -228,11 +219,8 @@ fn bootstrap_with_mtls_is_accepted_by_envoy() {
 }
 
 /// YAML 1.1, which Envoy reads, takes plain y/n/yes/no/on/off (any case) for booleans.
+#[needs_envoy]
 #[test]
-#[cfg_attr(
-    envoy_missing,
-    ignore = "no Envoy: run testenv/setup or set TESSERA_ENVOY"
-)]
 fn bootstrap_node_names_that_look_like_yaml_booleans_stay_strings() {
     let envoy = envoy();
     let dir = tempfile::tempdir().unwrap();

@@ -42,7 +42,7 @@ impl From<Mode> for bool {
 }
 
 /// The real Envoy binary: $TESSERA_ENVOY, or the one `testenv/setup` installed; None when the
-/// file is not there. The package's build script applies the same rule to set `envoy_missing`.
+/// file is not there. `#[needs_envoy]` applies the same rule when the tests are built.
 pub fn envoy_binary() -> Option<PathBuf> {
     let path = match std::env::var_os("TESSERA_ENVOY").filter(|p| !p.is_empty()) {
         Some(p) => PathBuf::from(p),
@@ -59,7 +59,11 @@ pub fn envoy_binary() -> Option<PathBuf> {
 /// vanished after the build.
 pub fn envoy() -> PathBuf {
     envoy_binary().unwrap_or_else(|| {
-        panic!("no Envoy binary ($TESSERA_ENVOY or testenv/.venv/envoy-path): run testenv/setup")
+        let looked = match std::env::var_os("TESSERA_ENVOY").filter(|p| !p.is_empty()) {
+            Some(p) => format!("$TESSERA_ENVOY ({})", p.to_string_lossy()),
+            None => "testenv/.venv/envoy-path".to_string(),
+        };
+        panic!("no Envoy binary at {looked}: run testenv/setup")
     })
 }
 
