@@ -47,8 +47,9 @@ fn route_yaml(rules: &str) -> String {
     )
 }
 
-/// One gateway with one OpenAI backend whose key file holds `key`, behind a `gpt-4o` rule.
-async fn single_backend(mode: Mode, key: &str) -> Stack {
+/// One gateway with one OpenAI backend whose key file holds `key`, behind a `gpt-4o` rule,
+/// served to one Envoy per entry of `envoys`.
+async fn single_backend(envoys: &[Mode], key: &str) -> Stack {
     Stack::builder()
         .mock("openai")
         .configure(|s| {
@@ -59,7 +60,7 @@ async fn single_backend(mode: Mode, key: &str) -> Stack {
             s.write("openai-key.key", key);
             s.write("routes.yaml", route_yaml(&model_rule("gpt-4o", "openai")));
         })
-        .envoy(mode)
+        .envoys(envoys)
         .start()
         .await
 }
@@ -180,7 +181,7 @@ both_modes!(four_providers);
 // === 2. key rotation: in place, fast, no cluster change, no dropped connection ===
 
 async fn key_rotation(mode: Mode) {
-    let s = single_backend(mode, "key-0\n").await;
+    let s = single_backend(&[mode], "key-0\n").await;
     let key_file = s.config.join("openai-key.key");
     let url = s.envoy().url("/v1/chat/completions");
     let hdr = [("x-ai-model", "gpt-4o")];
@@ -268,7 +269,7 @@ both_modes!(key_rotation);
 // === 3. invalid edits keep the last good config; revocation fails closed ===
 
 async fn invalid_edit_and_revocation(mode: Mode) {
-    let s = single_backend(mode, "key-a\n").await;
+    let s = single_backend(&[mode], "key-a\n").await;
     let mock = s.mock("openai");
     let key_file = s.config.join("openai-key.key");
     let routes = s.config.join("routes.yaml");
@@ -409,7 +410,7 @@ both_modes!(invalid_edit_and_revocation);
 // === 4. restart Tessera: Envoy reconnects and nothing is re-applied ===
 
 async fn restart_without_churn(mode: Mode) {
-    let mut s = single_backend(mode, "key-r\n").await;
+    let mut s = single_backend(&[mode], "key-r\n").await;
     let url = s.envoy().url("/v1/chat/completions");
     assert_eq!(
         send(&s.client, &url, &[("x-ai-model", "gpt-4o")])
@@ -530,3 +531,57 @@ async fn weighted_split(mode: Mode) {
     assert!((0.65..=0.85).contains(&share), "primary share {share}");
 }
 both_modes!(weighted_split);
+
+// === 6. one Tessera, a SotW and a Delta Envoy: each gets every rotation ===
+
+#[needs_envoy]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_fleet_gets_every_rotation() {
+    let s = single_backend(&[Mode::Sotw, Mode::Delta], "key-0\n").await;
+    let status = s.tessera.status().await;
+    let mut deltas: Vec<bool> = status["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|st| st["delta"].as_bool())
+        .collect();
+    deltas.sort();
+    assert_eq!(deltas, [false, true], "one stream per protocol: {status}");
+
+    let updates = "sds.credential/openai-key.update_success";
+    let modified = "cluster_manager.cluster_modified";
+    let mut before = Vec::new();
+    for envoy in &s.envoys {
+        before.push((envoy.stat(updates).await, envoy.stat(modified).await));
+    }
+    write_atomic(&s.config.join("openai-key.key"), "key-1\n");
+    let modes = [Mode::Sotw, Mode::Delta];
+    for ((envoy, mode), (updated, changed)) in s.envoys.iter().zip(modes).zip(before) {
+        eventually(
+            &format!("the {mode} Envoy to apply the rotation"),
+            DEADLINE,
+            || async { (envoy.stat(updates).await > updated).then_some(()) },
+        )
+        .await;
+        assert_eq!(
+            envoy.stat(modified).await,
+            changed,
+            "{mode}: a rotation changes no cluster"
+        );
+        assert_eq!(
+            envoy.stat("listener_manager.total_listeners_active").await,
+            1,
+            "{mode}: the gateway listener is up"
+        );
+    }
+    // Both Envoys listen on the gateway port; whichever takes the request uses the new key.
+    let reply = s
+        .send("/v1/chat/completions", &[("x-ai-model", "gpt-4o")])
+        .await;
+    assert_eq!(
+        reply.upstream_header("authorization").as_deref(),
+        Some("Bearer key-1"),
+        "{}",
+        reply.body
+    );
+}
