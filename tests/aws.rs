@@ -40,15 +40,38 @@ async fn setup_with(
         .dir(dir)
         .config_file("config.yaml")
         .configure(|s| {
-            let mut yaml = format!(
-                "apiVersion: tessera.dev/v1alpha1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  nodeCluster: ai-gateway\n  listeners: [{{name: http, port: {}, address: 127.0.0.1}}]\n",
-                s.listener
-            );
-            let mut rules = String::new();
             for p in policies {
                 s.write(&format!("{p}.secret"), format!("secret-{p}\n"));
-                yaml += &format!(
-                    r#"---
+            }
+            let yaml = config(s.listener, &peers, &issuer, before_expiry, policies, source);
+            s.write("config.yaml", yaml);
+        })
+        .envoy(mode)
+        .start()
+        .await;
+    Aws {
+        stack,
+        peers,
+        issuer,
+    }
+}
+
+/// A gateway on `listener`, and per policy a Bedrock backend, its AWS policy and a route rule.
+fn config(
+    listener: u16,
+    peers: &AwsPeers,
+    issuer: &Issuer,
+    before_expiry: &str,
+    policies: &[&str],
+    source: impl Fn(&str, &str) -> String,
+) -> String {
+    let mut yaml = format!(
+        "apiVersion: tessera.dev/v1alpha1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  nodeCluster: ai-gateway\n  listeners: [{{name: http, port: {listener}, address: 127.0.0.1}}]\n"
+    );
+    let mut rules = String::new();
+    for p in policies {
+        yaml += &format!(
+            r#"---
 apiVersion: tessera.dev/v1alpha1
 kind: Backend
 metadata: {{name: bedrock-{p}}}
@@ -64,27 +87,17 @@ spec:
     stsEndpoint: http://127.0.0.1:{sts}
     refresh: {{beforeExpiry: "{before_expiry}", jitter: 0s, maxBackoff: 500ms}}
 {source}"#,
-                    bedrock = peers.bedrock_port,
-                    sts = peers.sts_port,
-                    source = source(p, &issuer.url()),
-                );
-                rules += &format!(
-                    "  - matches: [{{pathPrefix: /model/, headers: [{{name: x-ai-model, value: {p}}}]}}]\n    backends: [{{name: bedrock-{p}}}]\n"
-                );
-            }
-            yaml += &format!(
-                "---\napiVersion: tessera.dev/v1alpha1\nkind: Route\nmetadata: {{name: bedrock}}\nspec:\n  gateway: gw\n  rules:\n{rules}"
-            );
-            s.write("config.yaml", yaml);
-        })
-        .envoy(mode)
-        .start()
-        .await;
-    Aws {
-        stack,
-        peers,
-        issuer,
+            bedrock = peers.bedrock_port,
+            sts = peers.sts_port,
+            source = source(p, &issuer.url()),
+        );
+        rules += &format!(
+            "  - matches: [{{pathPrefix: /model/, headers: [{{name: x-ai-model, value: {p}}}]}}]\n    backends: [{{name: bedrock-{p}}}]\n"
+        );
     }
+    yaml + &format!(
+        "---\napiVersion: tessera.dev/v1alpha1\nkind: Route\nmetadata: {{name: bedrock}}\nspec:\n  gateway: gw\n  rules:\n{rules}"
+    )
 }
 
 impl Aws {
