@@ -2,32 +2,20 @@
 //! `AssumeRoleWithWebIdentity` → SigV4 signer pushed to a real Envoy by ECDS → a Bedrock mock
 //! that verifies every signature independently (botocore) against what STS issued.
 
-mod common;
-
-use common::*;
-use std::path::Path;
+use harness::*;
 use std::time::{Duration, Instant};
 
 const MODEL_PATH: &str = "/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke";
 
 struct Aws {
-    dir: tempfile::TempDir,
+    stack: Stack,
     peers: AwsPeers,
     issuer: Issuer,
-    tessera: Tessera,
-    envoy: Envoy,
-    client: reqwest::Client,
 }
 
 /// One gateway; one Bedrock backend per policy name, routed by `x-ai-model: <policy>`.
-async fn setup(
-    envoy_bin: &Path,
-    delta: bool,
-    lifetime: u32,
-    before_expiry: &str,
-    policies: &[&str],
-) -> Aws {
-    setup_with(envoy_bin, delta, lifetime, before_expiry, policies, |p, issuer| {
+async fn setup(mode: Mode, lifetime: u32, before_expiry: &str, policies: &[&str]) -> Aws {
+    setup_with(mode, lifetime, before_expiry, policies, |p, issuer| {
         format!(
             "    oidcExchangeToken:\n      roleArn: arn:aws:iam::123456789012:role/bedrock-{p}\n      durationSeconds: 900\n      oidc:\n        issuer: {issuer}\n        clientId: {p}\n        clientSecretFile: {p}.secret\n        scopes: [bedrock]\n"
         )
@@ -37,26 +25,51 @@ async fn setup(
 
 /// Like `setup`, with `source(policy, issuer_url)` giving each policy's credential source.
 async fn setup_with(
-    envoy_bin: &Path,
-    delta: bool,
+    mode: Mode,
     lifetime: u32,
     before_expiry: &str,
     policies: &[&str],
     source: impl Fn(&str, &str) -> String,
 ) -> Aws {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let peers = AwsPeers::start(d, lifetime).await;
+    let peers = AwsPeers::start(dir.path(), lifetime).await;
     let clients: Vec<String> = policies.iter().map(|p| format!("{p}:secret-{p}")).collect();
     let clients: Vec<&str> = clients.iter().map(String::as_str).collect();
-    let issuer = Issuer::start(d, &clients).await;
-    let listener = port();
+    let issuer = Issuer::start(dir.path(), &clients).await;
+    let stack = Stack::builder()
+        .dir(dir)
+        .config_file("config.yaml")
+        .configure(|s| {
+            for p in policies {
+                s.write(&format!("{p}.secret"), format!("secret-{p}\n"));
+            }
+            let yaml = config(s.listener, &peers, &issuer, before_expiry, policies, source);
+            s.write("config.yaml", yaml);
+        })
+        .envoy(mode)
+        .start()
+        .await;
+    Aws {
+        stack,
+        peers,
+        issuer,
+    }
+}
+
+/// A gateway on `listener`, and per policy a Bedrock backend, its AWS policy and a route rule.
+fn config(
+    listener: u16,
+    peers: &AwsPeers,
+    issuer: &Issuer,
+    before_expiry: &str,
+    policies: &[&str],
+    source: impl Fn(&str, &str) -> String,
+) -> String {
     let mut yaml = format!(
         "apiVersion: tessera.dev/v1alpha1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  nodeCluster: ai-gateway\n  listeners: [{{name: http, port: {listener}, address: 127.0.0.1}}]\n"
     );
     let mut rules = String::new();
     for p in policies {
-        std::fs::write(d.join(format!("{p}.secret")), format!("secret-{p}\n")).unwrap();
         yaml += &format!(
             r#"---
 apiVersion: tessera.dev/v1alpha1
@@ -82,43 +95,14 @@ spec:
             "  - matches: [{{pathPrefix: /model/, headers: [{{name: x-ai-model, value: {p}}}]}}]\n    backends: [{{name: bedrock-{p}}}]\n"
         );
     }
-    yaml += &format!(
+    yaml + &format!(
         "---\napiVersion: tessera.dev/v1alpha1\nkind: Route\nmetadata: {{name: bedrock}}\nspec:\n  gateway: gw\n  rules:\n{rules}"
-    );
-    let cfg = d.join("config.yaml");
-    std::fs::write(&cfg, yaml).unwrap();
-    let _ = &issuer;
-    let tessera = Tessera::start(&cfg, &[]).await;
-    let envoy = Envoy::start(
-        envoy_bin,
-        d,
-        tessera.xds_port,
-        listener,
-        EnvoyOptions {
-            node_cluster: "ai-gateway",
-            delta,
-            bootstrap_args: vec![],
-        },
     )
-    .await;
-    Aws {
-        dir,
-        peers,
-        issuer,
-        tessera,
-        envoy,
-        client: http(),
-    }
 }
 
 impl Aws {
     async fn invoke(&self, policy: &str) -> Reply {
-        send(
-            &self.client,
-            &self.envoy.url(MODEL_PATH),
-            &[("x-ai-model", policy)],
-        )
-        .await
+        self.stack.send(MODEL_PATH, &[("x-ai-model", policy)]).await
     }
 
     /// Waits until requests for `policy` are signed and accepted; returns the reply.
@@ -144,11 +128,8 @@ impl Aws {
 
 // === signed requests, verified against what STS issued ===
 
-async fn signed_requests(delta: bool) {
-    let Some(envoy_bin) = require_envoy("aws signed_requests") else {
-        return;
-    };
-    let aws = setup(&envoy_bin, delta, 3600, "5m", &["team-a"]).await;
+async fn signed_requests(mode: Mode) {
+    let aws = setup(mode, 3600, "5m", &["team-a"]).await;
     let reply = aws.until_signed("team-a").await;
     let issued = aws.issued_for("team-a").await;
     assert_eq!(issued.len(), 1, "one exchange: {issued:?}");
@@ -164,17 +145,18 @@ async fn signed_requests(delta: bool) {
     );
     // Client-supplied credentials and x-amz-* headers never reach AWS (the mock would reject a
     // foreign session token, and a signed bogus date would not verify).
-    let reply = send(
-        &aws.client,
-        &aws.envoy.url(MODEL_PATH),
-        &[
-            ("x-ai-model", "team-a"),
-            ("authorization", "Bearer stolen"),
-            ("x-amz-security-token", "stolen-token"),
-            ("x-amz-date", "20000101T000000Z"),
-        ],
-    )
-    .await;
+    let reply = aws
+        .stack
+        .send(
+            MODEL_PATH,
+            &[
+                ("x-ai-model", "team-a"),
+                ("authorization", "Bearer stolen"),
+                ("x-amz-security-token", "stolen-token"),
+                ("x-amz-date", "20000101T000000Z"),
+            ],
+        )
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(!reply.body.contains("stolen"), "{}", reply.body);
     // Every request the mock saw verified.
@@ -183,7 +165,7 @@ async fn signed_requests(delta: bool) {
     assert!(requests.iter().all(|r| r["status"] == 200), "{requests:?}");
     // The OIDC grant was made once, and no secret reached Tessera's log.
     assert_eq!(aws.issuer.calls().await["team-a"], 1);
-    let logs = aws.tessera.logs();
+    let logs = aws.stack.tessera.logs();
     assert!(!logs.contains("secret-team-a"), "client secret in the log");
     let token = issued[0]["web_identity_token"].as_str().unwrap();
     assert!(!logs.contains(token), "web identity token in the log");
@@ -192,15 +174,20 @@ both_modes!(signed_requests);
 
 // === refresh before expiry, applied in place ===
 
-async fn refresh_in_place(delta: bool) {
-    let Some(envoy_bin) = require_envoy("aws refresh_in_place") else {
-        return;
-    };
+async fn refresh_in_place(mode: Mode) {
     // 6 s credentials, renewed at half-life (beforeExpiry is capped at half the lifetime).
-    let aws = setup(&envoy_bin, delta, 6, "5m", &["team-a"]).await;
+    let aws = setup(mode, 6, "5m", &["team-a"]).await;
     aws.until_signed("team-a").await;
-    let modified = aws.envoy.stat("cluster_manager.cluster_modified").await;
-    let cds = aws.envoy.stat("cluster_manager.cds.update_success").await;
+    let modified = aws
+        .stack
+        .envoy()
+        .stat("cluster_manager.cluster_modified")
+        .await;
+    let cds = aws
+        .stack
+        .envoy()
+        .stat("cluster_manager.cds.update_success")
+        .await;
     let start = Instant::now();
     let mut statuses = Vec::new();
     while start.elapsed() < Duration::from_secs(8) {
@@ -232,20 +219,25 @@ async fn refresh_in_place(delta: bool) {
     }
     latencies.sort_by(f64::total_cmp);
     println!(
-        "aws refresh ({}): STS returned → first request signed with the new key over {} refreshes: min {:.1} ms, median {:.1} ms, max {:.1} ms",
-        if delta { "delta" } else { "sotw" },
+        "aws refresh ({mode}): STS returned → first request signed with the new key over {} refreshes: min {:.1} ms, median {:.1} ms, max {:.1} ms",
         latencies.len(),
         latencies[0],
         latencies[latencies.len() / 2],
         latencies[latencies.len() - 1]
     );
     assert_eq!(
-        aws.envoy.stat("cluster_manager.cluster_modified").await,
+        aws.stack
+            .envoy()
+            .stat("cluster_manager.cluster_modified")
+            .await,
         modified,
         "no cluster modified"
     );
     assert_eq!(
-        aws.envoy.stat("cluster_manager.cds.update_success").await,
+        aws.stack
+            .envoy()
+            .stat("cluster_manager.cds.update_success")
+            .await,
         cds,
         "CDS untouched"
     );
@@ -254,11 +246,8 @@ both_modes!(refresh_in_place);
 
 // === STS outage: old key until expiry, then fail closed, then recovery ===
 
-async fn sts_outage(delta: bool) {
-    let Some(envoy_bin) = require_envoy("aws sts_outage") else {
-        return;
-    };
-    let aws = setup(&envoy_bin, delta, 5, "5m", &["team-a"]).await;
+async fn sts_outage(mode: Mode) {
+    let aws = setup(mode, 5, "5m", &["team-a"]).await;
     aws.until_signed("team-a").await;
     aws.peers.sts_mode("down").await;
     let issued = aws.issued_for("team-a").await;
@@ -281,8 +270,7 @@ async fn sts_outage(delta: bool) {
     })
     .await;
     println!(
-        "aws outage ({}): failed closed {:.0} ms before expiry",
-        if delta { "delta" } else { "sotw" },
+        "aws outage ({mode}): failed closed {:.0} ms before expiry",
         (expires_at - denied) * 1e3
     );
     assert!(
@@ -304,7 +292,7 @@ async fn sts_outage(delta: bool) {
         requests.iter().all(|r| r["status"] == 200),
         "an expired or bad signature reached the provider: {requests:?}"
     );
-    let status = aws.tessera.status().await;
+    let status = aws.stack.tessera.status().await;
     assert!(
         status["credentials"].to_string().contains("expired"),
         "{status}"
@@ -322,12 +310,10 @@ both_modes!(sts_outage);
 
 // === one hanging issuer does not delay another credential ===
 
+#[needs_envoy]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_issuer_is_isolated() {
-    let Some(envoy_bin) = require_envoy("aws hung_issuer_is_isolated") else {
-        return;
-    };
-    let aws = setup(&envoy_bin, true, 4, "5m", &["team-a", "team-b"]).await;
+    let aws = setup(Mode::Delta, 4, "5m", &["team-a", "team-b"]).await;
     aws.until_signed("team-a").await;
     aws.until_signed("team-b").await;
     aws.issuer.client_mode("team-a", "hang").await;
@@ -358,11 +344,9 @@ async fn hung_issuer_is_isolated() {
 
 // === a projected service-account token file ===
 
+#[needs_envoy]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projected_token_file() {
-    let Some(envoy_bin) = require_envoy("aws projected_token_file") else {
-        return;
-    };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("token"),
@@ -370,7 +354,7 @@ async fn projected_token_file() {
     )
     .unwrap();
     let token_path = dir.path().join("token");
-    let aws = setup_with(&envoy_bin, false, 3600, "5m", &["sa"], |_, _| {
+    let aws = setup_with(Mode::Sotw, 3600, "5m", &["sa"], |_, _| {
         format!(
             "    oidcExchangeToken:\n      roleArn: arn:aws:iam::123456789012:role/bedrock\n      roleSessionName: tessera-sa\n      tokenFile: {}\n",
             token_path.display()
@@ -393,15 +377,13 @@ async fn projected_token_file() {
 
 // === static keys from an AWS credentials file: rotate and revoke by editing it ===
 
+#[needs_envoy]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_file_rotation_and_revocation() {
-    let Some(envoy_bin) = require_envoy("aws credentials_file_rotation_and_revocation") else {
-        return;
-    };
     let holder = tempfile::tempdir().unwrap();
     let creds_file = holder.path().join("credentials");
     let creds_path = creds_file.clone();
-    let aws = setup_with(&envoy_bin, true, 3600, "5m", &["static"], move |_, _| {
+    let aws = setup_with(Mode::Delta, 3600, "5m", &["static"], move |_, _| {
         format!(
             "    credentialsFile: {}\n    profile: bedrock\n",
             creds_path.display()
@@ -431,7 +413,6 @@ async fn credentials_file_rotation_and_revocation() {
         (aws.invoke("static").await.status == 403).then_some(())
     })
     .await;
-    let _ = &aws.dir;
 }
 
 /// Calls moto's STS directly (unsigned, like any web-identity exchange); returns

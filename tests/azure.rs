@@ -1,31 +1,23 @@
 //! Azure OpenAI end to end: Tessera mints Entra ID tokens with azure_identity from an HTTPS
 //! Entra stand-in (oauth2-mock-server) and pushes them to a real Envoy as bearer secrets.
 
-mod common;
-
-use common::*;
-use std::path::Path;
+use harness::*;
 use std::time::{Duration, Instant};
 
 const TENANT: &str = "contoso-tenant";
 const AUDIENCE: &str = "https://cognitiveservices.azure.com";
 
 struct Azure {
-    dir: tempfile::TempDir,
+    stack: Stack,
     entra: Entra,
-    upstream: Mock,
-    tessera: Tessera,
-    envoy: Envoy,
-    client: reqwest::Client,
 }
 
 /// One Azure OpenAI backend whose policy authenticates with `auth` (a YAML fragment).
-async fn setup(envoy_bin: &Path, delta: bool, lifetime: u32, auth: &str) -> Azure {
+async fn setup(mode: Mode, lifetime: u32, auth: &str) -> Azure {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let pki = Pki::new(d, "entra");
+    let pki = Pki::new(dir.path(), "entra");
     let entra = Entra::start(
-        d,
+        dir.path(),
         &pki,
         TENANT,
         &["tessera-app:right-secret"],
@@ -33,12 +25,24 @@ async fn setup(envoy_bin: &Path, delta: bool, lifetime: u32, auth: &str) -> Azur
         lifetime,
     )
     .await;
-    let upstream = Mock::start(d, "azure-openai").await;
-    std::fs::write(d.join("client.secret"), "right-secret\n").unwrap();
-    std::fs::write(d.join("wrong.secret"), "wrong-secret\n").unwrap();
-    std::fs::write(d.join("federated.jwt"), fake_assertion()).unwrap();
-    let listener = port();
-    let yaml = format!(
+    let stack = Stack::builder()
+        .dir(dir)
+        .mock("azure-openai")
+        .config_file("config.yaml")
+        .configure(|s| {
+            s.write("client.secret", "right-secret\n");
+            s.write("wrong.secret", "wrong-secret\n");
+            s.write("federated.jwt", fake_assertion());
+            s.write("config.yaml", config(s, &entra, &pki, auth));
+        })
+        .envoy(mode)
+        .start()
+        .await;
+    Azure { stack, entra }
+}
+
+fn config(s: &Setup, entra: &Entra, pki: &Pki, auth: &str) -> String {
+    format!(
         r#"apiVersion: tessera.dev/v1alpha1
 kind: Gateway
 metadata: {{name: gw}}
@@ -69,33 +73,11 @@ spec:
   gateway: gw
   rules: [{{backends: [{{name: azure}}]}}]
 "#,
-        endpoint = upstream.endpoint(),
+        listener = s.listener,
+        endpoint = s.mock("azure-openai").endpoint(),
         authority = entra.authority(),
         ca = pki.ca.display(),
-    );
-    let cfg = d.join("config.yaml");
-    std::fs::write(&cfg, yaml).unwrap();
-    let tessera = Tessera::start(&cfg, &[]).await;
-    let envoy = Envoy::start(
-        envoy_bin,
-        d,
-        tessera.xds_port,
-        listener,
-        EnvoyOptions {
-            node_cluster: "ai-gateway",
-            delta,
-            bootstrap_args: vec![],
-        },
     )
-    .await;
-    Azure {
-        dir,
-        entra,
-        upstream,
-        tessera,
-        envoy,
-        client: http(),
-    }
 }
 
 const SECRET_AUTH: &str = "    clientId: tessera-app\n    clientSecretFile: client.secret\n";
@@ -116,14 +98,17 @@ fn fake_assertion() -> String {
 
 impl Azure {
     async fn chat(&self) -> Reply {
-        send(
-            &self.client,
-            &self
-                .envoy
-                .url("/openai/deployments/gpt-4o/chat/completions"),
-            &[("authorization", "Bearer stolen")],
-        )
-        .await
+        self.stack
+            .send(
+                "/openai/deployments/gpt-4o/chat/completions",
+                &[("authorization", "Bearer stolen")],
+            )
+            .await
+    }
+
+    /// Requests that reached Azure OpenAI.
+    async fn upstream_requests(&self) -> Vec<serde_json::Value> {
+        self.stack.mock("azure-openai").requests().await
     }
 
     async fn until_ok(&self) -> Reply {
@@ -142,16 +127,18 @@ impl Azure {
     }
 }
 
-async fn bearer_token_verifies(delta: bool) {
-    let Some(envoy_bin) = require_envoy("azure bearer_token_verifies") else {
-        return;
-    };
-    let az = setup(&envoy_bin, delta, 3600, SECRET_AUTH).await;
+async fn bearer_token_verifies(mode: Mode) {
+    let az = setup(mode, 3600, SECRET_AUTH).await;
     let reply = az.until_ok().await;
     assert_eq!(reply.provider().as_deref(), Some("azure-openai"));
     let token = Azure::token(&reply);
-    let claims = verify_jwt(az.dir.path(), &az.entra.jwks().await, AUDIENCE, &token)
-        .expect("the token verifies against the JWKS");
+    let claims = verify_jwt(
+        az.stack.dir.path(),
+        &az.entra.jwks().await,
+        AUDIENCE,
+        &token,
+    )
+    .expect("the token verifies against the JWKS");
     assert_eq!(claims["appid"], "tessera-app");
     assert_eq!(claims["tid"], TENANT);
     assert!(
@@ -159,25 +146,26 @@ async fn bearer_token_verifies(delta: bool) {
         "the client's credential never reaches Azure"
     );
     assert_eq!(az.entra.issued().await.len(), 1);
-    let logs = az.tessera.logs();
+    let logs = az.stack.tessera.logs();
     assert!(
         !logs.contains(&token) && !logs.contains("right-secret"),
         "no token or secret in the log"
     );
-    let status = az.tessera.status().await.to_string();
+    let status = az.stack.tessera.status().await.to_string();
     assert!(!status.contains(&token), "no token in the admin API");
 }
 both_modes!(bearer_token_verifies);
 
-async fn short_lived_tokens_are_replaced_in_place(delta: bool) {
-    let Some(envoy_bin) = require_envoy("azure short_lived_tokens_are_replaced_in_place") else {
-        return;
-    };
+async fn short_lived_tokens_are_replaced_in_place(mode: Mode) {
     // 6 s tokens, renewed at half-life: azure_identity would hand back its cached token
     // here, so this proves each refresh is a real token request.
-    let az = setup(&envoy_bin, delta, 6, SECRET_AUTH).await;
+    let az = setup(mode, 6, SECRET_AUTH).await;
     let first = Azure::token(&az.until_ok().await);
-    let modified = az.envoy.stat("cluster_manager.cluster_modified").await;
+    let modified = az
+        .stack
+        .envoy()
+        .stat("cluster_manager.cluster_modified")
+        .await;
     let mut seen = vec![(first, unix_now())];
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(8) {
@@ -192,8 +180,8 @@ async fn short_lived_tokens_are_replaced_in_place(delta: bool) {
     let issued = az.entra.issued().await;
     let mut latencies = Vec::new();
     for (token, first_seen) in &seen[1..] {
-        let claims =
-            verify_jwt(az.dir.path(), &az.entra.jwks().await, AUDIENCE, token).expect("verifies");
+        let claims = verify_jwt(az.stack.dir.path(), &az.entra.jwks().await, AUDIENCE, token)
+            .expect("verifies");
         let jti = &claims["jti"];
         let minted = issued
             .iter()
@@ -203,35 +191,34 @@ async fn short_lived_tokens_are_replaced_in_place(delta: bool) {
     }
     latencies.sort_by(f64::total_cmp);
     println!(
-        "azure refresh ({}): token issued → first request carrying it over {} refreshes: min {:.1} ms, median {:.1} ms, max {:.1} ms",
-        if delta { "delta" } else { "sotw" },
+        "azure refresh ({mode}): token issued → first request carrying it over {} refreshes: min {:.1} ms, median {:.1} ms, max {:.1} ms",
         latencies.len(),
         latencies[0],
         latencies[latencies.len() / 2],
         latencies[latencies.len() - 1]
     );
     assert_eq!(
-        az.envoy.stat("cluster_manager.cluster_modified").await,
+        az.stack
+            .envoy()
+            .stat("cluster_manager.cluster_modified")
+            .await,
         modified,
         "no cluster modified"
     );
 }
 both_modes!(short_lived_tokens_are_replaced_in_place);
 
+#[needs_envoy]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_client_secret_fails_closed_with_a_clear_error() {
-    let Some(envoy_bin) = require_envoy("azure wrong_client_secret") else {
-        return;
-    };
     let az = setup(
-        &envoy_bin,
-        true,
+        Mode::Delta,
         3600,
         "    clientId: tessera-app\n    clientSecretFile: wrong.secret\n",
     )
     .await;
     let status = eventually("the Entra error in the status", DEADLINE, || async {
-        let s = az.tessera.status().await;
+        let s = az.stack.tessera.status().await;
         s["credentials"][0]["reason"]
             .as_str()
             .filter(|r| r.contains("AADSTS"))
@@ -246,39 +233,38 @@ async fn wrong_client_secret_fails_closed_with_a_clear_error() {
     let r = az.chat().await;
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(
-        az.upstream.requests().await.is_empty(),
+        az.upstream_requests().await.is_empty(),
         "nothing reached Azure OpenAI"
     );
     assert!(
-        az.tessera.logs().contains("AADSTS7000215"),
+        az.stack.tessera.logs().contains("AADSTS7000215"),
         "the error is logged"
     );
 }
 
+#[needs_envoy]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn federated_assertion_from_a_token_file() {
-    let Some(envoy_bin) = require_envoy("azure federated_assertion") else {
-        return;
-    };
     let az = setup(
-        &envoy_bin,
-        false,
+        Mode::Sotw,
         3600,
         "    clientId: tessera-fed\n    oidcExchangeToken: {tokenFile: federated.jwt}\n",
     )
     .await;
     let token = Azure::token(&az.until_ok().await);
-    let claims =
-        verify_jwt(az.dir.path(), &az.entra.jwks().await, AUDIENCE, &token).expect("verifies");
+    let claims = verify_jwt(
+        az.stack.dir.path(),
+        &az.entra.jwks().await,
+        AUDIENCE,
+        &token,
+    )
+    .expect("verifies");
     assert_eq!(claims["appid"], "tessera-fed");
     assert_eq!(claims["appidacr"], "2", "issued for a client assertion");
 }
 
-async fn outage(delta: bool) {
-    let Some(envoy_bin) = require_envoy("azure outage") else {
-        return;
-    };
-    let az = setup(&envoy_bin, delta, 5, SECRET_AUTH).await;
+async fn outage(mode: Mode) {
+    let az = setup(mode, 5, SECRET_AUTH).await;
     let first = Azure::token(&az.until_ok().await);
     az.entra.mode("fail").await;
     let expires_at = az.entra.issued().await.last().unwrap()["expires_at"]
@@ -301,10 +287,10 @@ async fn outage(delta: bool) {
         "failed closed {:.3} s after expiry",
         denied - expires_at
     );
-    az.upstream.clear().await;
+    az.stack.mock("azure-openai").clear().await;
     assert_eq!(az.chat().await.status, 401);
     assert!(
-        az.upstream.requests().await.is_empty(),
+        az.upstream_requests().await.is_empty(),
         "nothing reaches Azure OpenAI while expired"
     );
     az.entra.mode("ok").await;

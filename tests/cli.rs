@@ -1,9 +1,7 @@
 //! The `tessera` command line through the real binary: `validate` locates every error,
 //! `serve` will not send keys in the clear, and `bootstrap` writes what Envoy accepts.
 
-mod common;
-
-use common::*;
+use harness::*;
 use std::ffi::OsStr;
 use std::io::Read;
 use std::path::Path;
@@ -189,33 +187,30 @@ fn assert_envoy_accepts(envoy: &Path, dir: &Path, name: &str, yaml: &str) {
     );
 }
 
+#[needs_envoy]
 #[test]
 fn bootstrap_sotw_is_accepted_by_envoy() {
-    let Some(envoy) = require_envoy("bootstrap_sotw_is_accepted_by_envoy") else {
-        return;
-    };
+    let envoy = envoy();
     let dir = tempfile::tempdir().unwrap();
     let yaml = bootstrap(dir.path(), "n", "c", &[]);
     assert!(yaml.contains(r#""api_type": "GRPC""#), "{yaml}");
     assert_envoy_accepts(&envoy, dir.path(), "sotw", &yaml);
 }
 
+#[needs_envoy]
 #[test]
 fn bootstrap_delta_is_accepted_by_envoy() {
-    let Some(envoy) = require_envoy("bootstrap_delta_is_accepted_by_envoy") else {
-        return;
-    };
+    let envoy = envoy();
     let dir = tempfile::tempdir().unwrap();
     let yaml = bootstrap(dir.path(), "n", "c", &["--delta"]);
     assert!(yaml.contains(r#""api_type": "DELTA_GRPC""#), "{yaml}");
     assert_envoy_accepts(&envoy, dir.path(), "delta", &yaml);
 }
 
+#[needs_envoy]
 #[test]
 fn bootstrap_with_mtls_is_accepted_by_envoy() {
-    let Some(envoy) = require_envoy("bootstrap_with_mtls_is_accepted_by_envoy") else {
-        return;
-    };
+    let envoy = envoy();
     let dir = tempfile::tempdir().unwrap();
     write_pems(dir.path());
     let yaml = bootstrap(dir.path(), "n", "c", &MTLS);
@@ -224,13 +219,10 @@ fn bootstrap_with_mtls_is_accepted_by_envoy() {
 }
 
 /// YAML 1.1, which Envoy reads, takes plain y/n/yes/no/on/off (any case) for booleans.
+#[needs_envoy]
 #[test]
 fn bootstrap_node_names_that_look_like_yaml_booleans_stay_strings() {
-    let Some(envoy) =
-        require_envoy("bootstrap_node_names_that_look_like_yaml_booleans_stay_strings")
-    else {
-        return;
-    };
+    let envoy = envoy();
     let dir = tempfile::tempdir().unwrap();
     for name in ["y", "No", "yes", "on", "OFF"] {
         let yaml = bootstrap(dir.path(), name, name, &[]);

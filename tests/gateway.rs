@@ -1,13 +1,8 @@
 //! End-to-end: real Tessera serving real Envoy over ADS (SotW and Delta), mock providers
 //! behind it. Every test runs in both xDS modes.
 
-mod common;
-
-use common::*;
-use std::path::Path;
+use harness::*;
 use std::time::{Duration, Instant};
-
-const NODE_CLUSTER: &str = "ai-gateway";
 
 fn gateway_yaml(listener_port: u16) -> String {
     format!(
@@ -52,77 +47,27 @@ fn route_yaml(rules: &str) -> String {
     )
 }
 
-struct Stack {
-    _dir: tempfile::TempDir,
-    config: std::path::PathBuf,
-    tessera: Tessera,
-    envoy: Envoy,
-    client: reqwest::Client,
-}
-
-/// Starts Tessera on `config` and one Envoy bootstrapped to it.
-async fn stack(envoy_bin: &Path, dir: tempfile::TempDir, listener_port: u16, delta: bool) -> Stack {
-    let config = dir.path().join("config");
-    let tessera = Tessera::start(&config, &[]).await;
-    let envoy = Envoy::start(
-        envoy_bin,
-        dir.path(),
-        tessera.xds_port,
-        listener_port,
-        EnvoyOptions {
-            node_cluster: NODE_CLUSTER,
-            delta,
-            bootstrap_args: vec![],
-        },
-    )
-    .await;
-    Stack {
-        _dir: dir,
-        config,
-        tessera,
-        envoy,
-        client: http(),
-    }
-}
-
-/// One gateway with one OpenAI backend whose key file holds `key`, behind a `gpt-4o` rule.
-async fn single_backend(envoy_bin: &Path, delta: bool, key: &str) -> (Mock, Stack) {
-    let dir = config_dir();
-    let cfg = dir.path().join("config");
-    let mock = Mock::start(dir.path(), "openai").await;
-    let listener = port();
-    let yaml =
-        gateway_yaml(listener) + &backend_yaml("openai", "OpenAI", &mock.endpoint(), "openai-key");
-    std::fs::write(cfg.join("gateway.yaml"), yaml).unwrap();
-    std::fs::write(cfg.join("openai-key.key"), key).unwrap();
-    std::fs::write(
-        cfg.join("routes.yaml"),
-        route_yaml(&model_rule("gpt-4o", "openai")),
-    )
-    .unwrap();
-    (mock, stack(envoy_bin, dir, listener, delta).await)
-}
-
-fn config_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("config")).unwrap();
-    dir
+/// One gateway with one OpenAI backend whose key file holds `key`, behind a `gpt-4o` rule,
+/// served to one Envoy per entry of `envoys`.
+async fn single_backend(envoys: &[Mode], key: &str) -> Stack {
+    Stack::builder()
+        .mock("openai")
+        .configure(|s| {
+            let openai = s.mock("openai").endpoint();
+            let yaml =
+                gateway_yaml(s.listener) + &backend_yaml("openai", "OpenAI", &openai, "openai-key");
+            s.write("gateway.yaml", yaml);
+            s.write("openai-key.key", key);
+            s.write("routes.yaml", route_yaml(&model_rule("gpt-4o", "openai")));
+        })
+        .envoys(envoys)
+        .start()
+        .await
 }
 
 // === 1. four providers, each with its own credential header ===
 
-async fn four_providers(delta: bool) {
-    let Some(envoy_bin) = require_envoy("four_providers") else {
-        return;
-    };
-    let dir = config_dir();
-    let cfg = dir.path().join("config");
-    let mocks = [
-        Mock::start(dir.path(), "openai").await,
-        Mock::start(dir.path(), "anthropic").await,
-        Mock::start(dir.path(), "azure").await,
-        Mock::start(dir.path(), "gemini").await,
-    ];
+async fn four_providers(mode: Mode) {
     let providers = ["OpenAI", "Anthropic", "AzureOpenAI", "GoogleGemini"];
     let models = [
         "gpt-4o",
@@ -130,26 +75,23 @@ async fn four_providers(delta: bool) {
         "gpt-4o-azure",
         "gemini-2.0-flash",
     ];
-    let listener = port();
-    let mut yaml = gateway_yaml(listener);
-    let mut rules = String::new();
-    for (i, m) in mocks.iter().enumerate() {
-        yaml += &backend_yaml(
-            &m.name,
-            providers[i],
-            &m.endpoint(),
-            &format!("{}-key", m.name),
-        );
-        std::fs::write(
-            cfg.join(format!("{}-key.key", m.name)),
-            format!("secret-{}\n", m.name),
-        )
-        .unwrap();
-        rules += &model_rule(models[i], &m.name);
-    }
-    std::fs::write(cfg.join("gateway.yaml"), yaml).unwrap();
-    std::fs::write(cfg.join("routes.yaml"), route_yaml(&rules)).unwrap();
-    let s = stack(&envoy_bin, dir, listener, delta).await;
+    let s = Stack::builder()
+        .mocks(&["openai", "anthropic", "azure", "gemini"])
+        .configure(|s| {
+            let mut yaml = gateway_yaml(s.listener);
+            let mut rules = String::new();
+            for (i, m) in s.mocks.iter().enumerate() {
+                let policy = format!("{}-key", m.name);
+                yaml += &backend_yaml(&m.name, providers[i], &m.endpoint(), &policy);
+                s.write(&format!("{policy}.key"), format!("secret-{}\n", m.name));
+                rules += &model_rule(models[i], &m.name);
+            }
+            s.write("gateway.yaml", yaml);
+            s.write("routes.yaml", route_yaml(&rules));
+        })
+        .envoy(mode)
+        .start()
+        .await;
 
     let expected: [(&str, String); 4] = [
         ("authorization", "Bearer secret-openai".into()),
@@ -163,10 +105,10 @@ async fn four_providers(delta: bool) {
         ("api-key", "stolen"),
         ("x-goog-api-key", "stolen"),
     ];
-    for (i, m) in mocks.iter().enumerate() {
+    for (i, m) in s.mocks.iter().enumerate() {
         let mut headers = vec![("x-ai-model", models[i])];
         headers.extend(smuggled);
-        let reply = send(&s.client, &s.envoy.url("/v1/chat/completions"), &headers).await;
+        let reply = s.send("/v1/chat/completions", &headers).await;
         assert_eq!(reply.status, 200, "{}: {}", m.name, reply.body);
         assert_eq!(
             reply.provider().as_deref(),
@@ -207,52 +149,41 @@ async fn four_providers(delta: bool) {
         );
     }
     // Anthropic gets its version header, unless the client chose one.
-    let reply = send(
-        &s.client,
-        &s.envoy.url("/v1/messages"),
-        &[("x-ai-model", models[1])],
-    )
-    .await;
+    let reply = s.send("/v1/messages", &[("x-ai-model", models[1])]).await;
     assert_eq!(
         reply.upstream_header("anthropic-version").as_deref(),
         Some("2023-06-01")
     );
-    let reply = send(
-        &s.client,
-        &s.envoy.url("/v1/messages"),
-        &[
-            ("x-ai-model", models[1]),
-            ("anthropic-version", "2024-10-22"),
-        ],
-    )
-    .await;
+    let reply = s
+        .send(
+            "/v1/messages",
+            &[
+                ("x-ai-model", models[1]),
+                ("anthropic-version", "2024-10-22"),
+            ],
+        )
+        .await;
     assert_eq!(
         reply.upstream_header("anthropic-version").as_deref(),
         Some("2024-10-22")
     );
     // No rule matches: Envoy answers itself, no provider is called.
-    let reply = send(
-        &s.client,
-        &s.envoy.url("/v1/chat/completions"),
-        &[("x-ai-model", "unknown")],
-    )
-    .await;
+    let reply = s
+        .send("/v1/chat/completions", &[("x-ai-model", "unknown")])
+        .await;
     assert_eq!(reply.status, 404);
     // The xDS stream is what we think it is.
     let status = s.tessera.status().await;
-    assert_eq!(status["streams"][0]["delta"], delta, "{status}");
+    assert_eq!(status["streams"][0]["delta"], mode.is_delta(), "{status}");
 }
 both_modes!(four_providers);
 
 // === 2. key rotation: in place, fast, no cluster change, no dropped connection ===
 
-async fn key_rotation(delta: bool) {
-    let Some(envoy_bin) = require_envoy("key_rotation") else {
-        return;
-    };
-    let (_mock, s) = single_backend(&envoy_bin, delta, "key-0\n").await;
+async fn key_rotation(mode: Mode) {
+    let s = single_backend(&[mode], "key-0\n").await;
     let key_file = s.config.join("openai-key.key");
-    let url = s.envoy.url("/v1/chat/completions");
+    let url = s.envoy().url("/v1/chat/completions");
     let hdr = [("x-ai-model", "gpt-4o")];
     let reply = send(&s.client, &url, &hdr).await;
     assert_eq!(
@@ -268,10 +199,10 @@ async fn key_rotation(delta: bool) {
     ];
     let mut before = Vec::new();
     for st in stats {
-        before.push(s.envoy.stat(st).await);
+        before.push(s.envoy().stat(st).await);
     }
     let cx_before = s
-        .envoy
+        .envoy()
         .stat("cluster.backend/openai.upstream_cx_total")
         .await;
 
@@ -306,18 +237,21 @@ async fn key_rotation(delta: bool) {
     let p50 = latencies[latencies.len() / 2];
     let p99 = latencies[(latencies.len() * 99).div_ceil(100) - 1];
     println!(
-        "key rotation ({}): file write → first request with the new key over 20 rotations: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        if delta { "delta" } else { "sotw" },
+        "key rotation ({mode}): file write → first request with the new key over 20 rotations: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         p50.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3,
         latencies[latencies.len() - 1].as_secs_f64() * 1e3
     );
     for (st, b) in stats.iter().zip(before) {
-        assert_eq!(s.envoy.stat(st).await, b, "{st} moved during key rotations");
+        assert_eq!(
+            s.envoy().stat(st).await,
+            b,
+            "{st} moved during key rotations"
+        );
     }
     // Every request above rode the same upstream connection: nothing was torn down.
     assert_eq!(
-        s.envoy
+        s.envoy()
             .stat("cluster.backend/openai.upstream_cx_total")
             .await,
         cx_before,
@@ -334,14 +268,12 @@ both_modes!(key_rotation);
 
 // === 3. invalid edits keep the last good config; revocation fails closed ===
 
-async fn invalid_edit_and_revocation(delta: bool) {
-    let Some(envoy_bin) = require_envoy("invalid_edit_and_revocation") else {
-        return;
-    };
-    let (mock, s) = single_backend(&envoy_bin, delta, "key-a\n").await;
+async fn invalid_edit_and_revocation(mode: Mode) {
+    let s = single_backend(&[mode], "key-a\n").await;
+    let mock = s.mock("openai");
     let key_file = s.config.join("openai-key.key");
     let routes = s.config.join("routes.yaml");
-    let url = s.envoy.url("/v1/chat/completions");
+    let url = s.envoy().url("/v1/chat/completions");
     assert_eq!(
         send(&s.client, &url, &[("x-ai-model", "gpt-4o")])
             .await
@@ -477,12 +409,9 @@ both_modes!(invalid_edit_and_revocation);
 
 // === 4. restart Tessera: Envoy reconnects and nothing is re-applied ===
 
-async fn restart_without_churn(delta: bool) {
-    let Some(envoy_bin) = require_envoy("restart_without_churn") else {
-        return;
-    };
-    let (_mock, mut s) = single_backend(&envoy_bin, delta, "key-r\n").await;
-    let url = s.envoy.url("/v1/chat/completions");
+async fn restart_without_churn(mode: Mode) {
+    let mut s = single_backend(&[mode], "key-r\n").await;
+    let url = s.envoy().url("/v1/chat/completions");
     assert_eq!(
         send(&s.client, &url, &[("x-ai-model", "gpt-4o")])
             .await
@@ -499,7 +428,7 @@ async fn restart_without_churn(delta: bool) {
     ];
     let mut before = Vec::new();
     for c in counters {
-        let v = s.envoy.stat(c).await;
+        let v = s.envoy().stat(c).await;
         before.push(v);
     }
     assert!(
@@ -527,9 +456,13 @@ async fn restart_without_churn(delta: bool) {
             "{t} was resent after restart: {status}"
         );
     }
-    assert_eq!(s.envoy.stat("control_plane.connected_state").await, 1);
+    assert_eq!(s.envoy().stat("control_plane.connected_state").await, 1);
     for (c, b) in counters.iter().zip(&before) {
-        assert_eq!(s.envoy.stat(c).await, *b, "{c} changed across the restart");
+        assert_eq!(
+            s.envoy().stat(c).await,
+            *b,
+            "{c} changed across the restart"
+        );
     }
     assert_eq!(
         send(&s.client, &url, &[("x-ai-model", "gpt-4o")])
@@ -553,34 +486,33 @@ both_modes!(restart_without_churn);
 
 // === 5. weighted split ===
 
-async fn weighted_split(delta: bool) {
-    let Some(envoy_bin) = require_envoy("weighted_split") else {
-        return;
-    };
-    let dir = config_dir();
-    let cfg = dir.path().join("config");
-    let a = Mock::start(dir.path(), "primary").await;
-    let b = Mock::start(dir.path(), "secondary").await;
-    let listener = port();
-    std::fs::write(
-        cfg.join("gateway.yaml"),
-        gateway_yaml(listener)
-            + &backend_yaml("primary", "OpenAI", &a.endpoint(), "primary-key")
-            + &backend_yaml("secondary", "Mistral", &b.endpoint(), "secondary-key"),
-    )
-    .unwrap();
-    std::fs::write(cfg.join("primary-key.key"), "key-p").unwrap();
-    std::fs::write(cfg.join("secondary-key.key"), "key-s").unwrap();
-    std::fs::write(
-        cfg.join("routes.yaml"),
-        route_yaml("  - backends: [{name: primary, weight: 3}, {name: secondary, weight: 1}]\n"),
-    )
-    .unwrap();
-    let s = stack(&envoy_bin, dir, listener, delta).await;
+async fn weighted_split(mode: Mode) {
+    let s = Stack::builder()
+        .mocks(&["primary", "secondary"])
+        .configure(|s| {
+            let (a, b) = (s.mock("primary"), s.mock("secondary"));
+            s.write(
+                "gateway.yaml",
+                gateway_yaml(s.listener)
+                    + &backend_yaml("primary", "OpenAI", &a.endpoint(), "primary-key")
+                    + &backend_yaml("secondary", "Mistral", &b.endpoint(), "secondary-key"),
+            );
+            s.write("primary-key.key", "key-p");
+            s.write("secondary-key.key", "key-s");
+            s.write(
+                "routes.yaml",
+                route_yaml(
+                    "  - backends: [{name: primary, weight: 3}, {name: secondary, weight: 1}]\n",
+                ),
+            );
+        })
+        .envoy(mode)
+        .start()
+        .await;
     let n = 400;
     let mut primary = 0;
     for _ in 0..n {
-        let r = send(&s.client, &s.envoy.url("/v1/chat/completions"), &[]).await;
+        let r = s.send("/v1/chat/completions", &[]).await;
         assert_eq!(r.status, 200);
         let want_key = if r.provider().as_deref() == Some("primary") {
             primary += 1;
@@ -599,3 +531,57 @@ async fn weighted_split(delta: bool) {
     assert!((0.65..=0.85).contains(&share), "primary share {share}");
 }
 both_modes!(weighted_split);
+
+// === 6. one Tessera, a SotW and a Delta Envoy: each gets every rotation ===
+
+#[needs_envoy]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_fleet_gets_every_rotation() {
+    let s = single_backend(&[Mode::Sotw, Mode::Delta], "key-0\n").await;
+    let status = s.tessera.status().await;
+    let mut deltas: Vec<bool> = status["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|st| st["delta"].as_bool())
+        .collect();
+    deltas.sort();
+    assert_eq!(deltas, [false, true], "one stream per protocol: {status}");
+
+    let updates = "sds.credential/openai-key.update_success";
+    let modified = "cluster_manager.cluster_modified";
+    let mut before = Vec::new();
+    for envoy in &s.envoys {
+        before.push((envoy.stat(updates).await, envoy.stat(modified).await));
+    }
+    write_atomic(&s.config.join("openai-key.key"), "key-1\n");
+    let modes = [Mode::Sotw, Mode::Delta];
+    for ((envoy, mode), (updated, changed)) in s.envoys.iter().zip(modes).zip(before) {
+        eventually(
+            &format!("the {mode} Envoy to apply the rotation"),
+            DEADLINE,
+            || async { (envoy.stat(updates).await > updated).then_some(()) },
+        )
+        .await;
+        assert_eq!(
+            envoy.stat(modified).await,
+            changed,
+            "{mode}: a rotation changes no cluster"
+        );
+        assert_eq!(
+            envoy.stat("listener_manager.total_listeners_active").await,
+            1,
+            "{mode}: the gateway listener is up"
+        );
+    }
+    // Both Envoys listen on the gateway port; whichever takes the request uses the new key.
+    let reply = s
+        .send("/v1/chat/completions", &[("x-ai-model", "gpt-4o")])
+        .await;
+    assert_eq!(
+        reply.upstream_header("authorization").as_deref(),
+        Some("Bearer key-1"),
+        "{}",
+        reply.body
+    );
+}

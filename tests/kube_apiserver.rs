@@ -3,9 +3,7 @@
 //! does and is refused what it must not, its tokens review as a real cluster reviews them, and
 //! state survives an API server restart.
 
-mod common;
-
-use common::kube_apiserver::{KubeApiserver, client_from, require_kube};
+use harness::kube_apiserver::{KubeApiserver, client_from, require_kube};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
@@ -364,7 +362,7 @@ async fn service_account_tokens_review_by_audience_and_expiry() {
     // other (still current) times authenticates: so the expired copy below is refused for its
     // expiry alone.
     assert_eq!(kube.resign_token(&token, |_| {}), token);
-    let now = common::unix_now() as i64;
+    let now = harness::unix_now() as i64;
     let shifted = kube.resign_token(&token, |claims| {
         claims["iat"] = json!(now - 60);
         claims["nbf"] = json!(now - 60);

@@ -1,9 +1,7 @@
 //! Kubernetes mode end to end: Tessera watches a (fake, but rule-following) API server and
 //! serves a real Envoy; Secrets rotate and revoke keys; status is written back.
 
-mod common;
-
-use common::*;
+use harness::*;
 use serde_json::{Value, json};
 
 const NS: &str = "team-a";
@@ -42,10 +40,7 @@ async fn wait_condition(kube: &FakeKube, path: &str, kind: &str, status: &str) -
     .await
 }
 
-async fn cluster_flow(delta: bool) {
-    let Some(envoy_bin) = require_envoy("kubernetes cluster_flow") else {
-        return;
-    };
+async fn cluster_flow(mode: Mode) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut kube = FakeKube::start(d).await;
@@ -81,33 +76,26 @@ async fn cluster_flow(delta: bool) {
     let kubeconfig = kube.kubeconfig.display().to_string();
     let allowed = d.join("allowed");
     std::fs::create_dir(&allowed).unwrap();
-    let tessera = Tessera::start_with_env(
-        &d.join("unused"),
-        &[
+    let allowed_arg = allowed.display().to_string();
+    // Tessera reads the cluster, not its (empty) config directory.
+    let stack = Stack::builder()
+        .dir(dir)
+        .listener(listener)
+        .tessera_args(&[
             "--kubernetes",
             "--lease-namespace",
             NS,
             "--allow-file-dir",
-            &allowed.display().to_string(),
-        ],
-        &[("KUBECONFIG", &kubeconfig)],
-    )
-    .await;
-    let envoy = Envoy::start(
-        &envoy_bin,
-        d,
-        tessera.xds_port,
-        listener,
-        EnvoyOptions {
-            node_cluster: "k8s-gateway",
-            delta,
-            bootstrap_args: vec![],
-        },
-    )
-    .await;
-    let client = http();
+            &allowed_arg,
+        ])
+        .tessera_env(&[("KUBECONFIG", &kubeconfig)])
+        .node_cluster("k8s-gateway")
+        .envoy(mode)
+        .start()
+        .await;
+    let (tessera, envoy, client) = (&stack.tessera, stack.envoy(), &stack.client);
     let url = envoy.url("/v1/chat/completions");
-    let reply = send(&client, &url, &[("authorization", "Bearer stolen")]).await;
+    let reply = send(client, &url, &[("authorization", "Bearer stolen")]).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(
         reply.upstream_header("authorization").as_deref(),
@@ -145,7 +133,7 @@ async fn cluster_flow(delta: bool) {
     )
     .await;
     eventually("the rotated Secret", DEADLINE, || async {
-        let r = send(&client, &url, &[]).await;
+        let r = send(client, &url, &[]).await;
         (r.upstream_header("authorization").as_deref() == Some("Bearer sk-k8s-2")).then_some(())
     })
     .await;
@@ -239,7 +227,7 @@ async fn cluster_flow(delta: bool) {
         "{usurper}"
     );
     assert_eq!(
-        send(&client, &url, &[]).await.status,
+        send(client, &url, &[]).await.status,
         200,
         "the rest keeps serving"
     );
@@ -265,7 +253,7 @@ async fn cluster_flow(delta: bool) {
         "a Secret change after the API server restart",
         DEADLINE,
         || async {
-            let r = send(&client, &url, &[]).await;
+            let r = send(client, &url, &[]).await;
             (r.upstream_header("authorization").as_deref() == Some("Bearer sk-k8s-3")).then_some(())
         },
     )
@@ -282,11 +270,11 @@ async fn cluster_flow(delta: bool) {
     // Deleting the Secret revokes: Envoy answers 401 and nothing reaches the provider.
     kube.delete(&format!("{SECRETS}/provider-keys")).await;
     eventually("401 after the Secret is deleted", DEADLINE, || async {
-        (send(&client, &url, &[]).await.status == 401).then_some(())
+        (send(client, &url, &[]).await.status == 401).then_some(())
     })
     .await;
     mock.clear().await;
-    assert_eq!(send(&client, &url, &[]).await.status, 401);
+    assert_eq!(send(client, &url, &[]).await.status, 401);
     assert!(mock.requests().await.is_empty());
     let revoked = wait_condition(
         &kube,

@@ -1,12 +1,10 @@
 //! TLS on both sides of Tessera: Envoy → provider (verified, SAN-pinned) and Envoy → Tessera
 //! (ADS over mTLS; a client without a certificate is refused).
 
-mod common;
-
-use common::*;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use harness::*;
 use rcgen::ExtendedKeyUsagePurpose;
 use std::path::Path;
 use std::time::Duration;
@@ -68,10 +66,7 @@ spec:
     )
 }
 
-async fn tls_end_to_end(delta: bool) {
-    let Some(envoy_bin) = require_envoy("tls_end_to_end") else {
-        return;
-    };
+async fn tls_end_to_end(mode: Mode) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // Upstream PKI: one provider with a certificate for 127.0.0.1, one whose certificate
@@ -106,48 +101,37 @@ async fn tls_end_to_end(delta: bool) {
         ExtendedKeyUsagePurpose::ClientAuth,
     );
 
-    let listener = port();
-    let cfg = d.join("config.yaml");
-    std::fs::write(&cfg, config(listener, &good, &bad, &up.ca)).unwrap();
     let s = |p: &Path| p.display().to_string();
-    let tessera = Tessera::start(
-        &cfg,
-        &[
+    let stack = Stack::builder()
+        .dir(dir)
+        .config_file("config.yaml")
+        .configure(|c| c.write("config.yaml", config(c.listener, &good, &bad, &up.ca)))
+        .tessera_args(&[
             "--xds-tls-cert",
             &s(&server_cert),
             "--xds-tls-key",
             &s(&server_key),
             "--xds-client-ca",
             &s(&xds.ca),
-        ],
-    )
-    .await;
-    let envoy = Envoy::start(
-        &envoy_bin,
-        d,
-        tessera.xds_port,
-        listener,
-        EnvoyOptions {
-            node_cluster: "ai-gateway",
-            delta,
-            bootstrap_args: vec![
-                "--xds-tls-cert".into(),
-                s(&client_cert),
-                "--xds-tls-key".into(),
-                s(&client_key),
-                "--xds-tls-ca".into(),
-                s(&xds.ca),
-                "--xds-server-name".into(),
-                "tessera.local".into(),
-            ],
-        },
-    )
-    .await;
-    let client = http();
+        ])
+        .bootstrap_args(&[
+            "--xds-tls-cert",
+            &s(&client_cert),
+            "--xds-tls-key",
+            &s(&client_key),
+            "--xds-tls-ca",
+            &s(&xds.ca),
+            "--xds-server-name",
+            "tessera.local",
+        ])
+        .envoy(mode)
+        .start()
+        .await;
+    let (tessera, envoy, client) = (&stack.tessera, stack.envoy(), &stack.client);
     let url = envoy.url("/v1/chat/completions");
     // Envoy got its config over mTLS, and the verified upstream works with the Secret's key.
     let reply = send(
-        &client,
+        client,
         &url,
         &[("x-ai-model", "good"), ("authorization", "Bearer stolen")],
     )
@@ -159,7 +143,7 @@ async fn tls_end_to_end(delta: bool) {
         Some("Bearer sk-tls-secret")
     );
     // A certificate for another host is refused by Envoy: the request never gets through.
-    let reply = send(&client, &url, &[("x-ai-model", "impostor")]).await;
+    let reply = send(client, &url, &[("x-ai-model", "impostor")]).await;
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert!(reply.provider().is_none());
     assert!(
@@ -192,6 +176,7 @@ async fn tls_end_to_end(delta: bool) {
         .expect("a client with a certificate is served");
     assert_eq!(clusters, 2, "both backends' clusters");
 }
+both_modes!(tls_end_to_end);
 
 /// Opens an ADS stream, asks for clusters, returns how many came back.
 async fn ads_request(endpoint: &str, tls: ClientTlsConfig) -> Result<usize, String> {
@@ -234,13 +219,3 @@ async fn ads_request(endpoint: &str, tls: ClientTlsConfig) -> Result<usize, Stri
 }
 
 use tokio_stream::StreamExt as _;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_sotw() {
-    tls_end_to_end(false).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_delta() {
-    tls_end_to_end(true).await
-}

@@ -38,7 +38,7 @@ pub struct KubeBinaries {
 
 impl KubeBinaries {
     fn find() -> Result<Self, PathBuf> {
-        let dir = super::repo().join("testenv/.kube-bin");
+        let dir = crate::repo().join("testenv/.kube-bin");
         let bins = KubeBinaries {
             etcd: dir.join("etcd"),
             apiserver: dir.join("kube-apiserver"),
@@ -133,7 +133,7 @@ impl KubeApiserver {
         let started = Instant::now();
         let dir = dir.join("kube");
         std::fs::create_dir_all(&dir).unwrap();
-        let (client_port, peer_port, port) = (super::port(), super::port(), super::port());
+        let (client_port, peer_port, port) = (crate::port(), crate::port(), crate::port());
 
         let etcd_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
@@ -228,7 +228,7 @@ impl KubeApiserver {
     }
 
     async fn wait_etcd(&mut self, url: &str, log: &Path) {
-        let http = super::http();
+        let http = crate::http();
         let deadline = Instant::now() + KUBE_START_DEADLINE;
         loop {
             if let Ok(r) = http.get(format!("{url}/health")).send().await
@@ -347,7 +347,7 @@ impl KubeApiserver {
 
     /// Applies a file of the repository (path relative to its root).
     pub async fn apply_file(&self, relative: &str) {
-        let path = super::repo().join(relative);
+        let path = crate::repo().join(relative);
         let yaml = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         self.apply_yaml(&yaml).await;
@@ -356,7 +356,7 @@ impl KubeApiserver {
     /// Applies the manifests as shipped: every `config/crd/*.yaml` (then waits until each CRD
     /// is Established), `config/kubernetes/namespace.yaml` and `rbac.yaml`.
     pub async fn apply_shipped(&self) {
-        let mut crds: Vec<PathBuf> = std::fs::read_dir(super::repo().join("config/crd"))
+        let mut crds: Vec<PathBuf> = std::fs::read_dir(crate::repo().join("config/crd"))
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
@@ -380,7 +380,7 @@ impl KubeApiserver {
                 name,
                 kube::runtime::wait::conditions::is_crd_established(),
             );
-            tokio::time::timeout(super::DEADLINE, established)
+            tokio::time::timeout(crate::DEADLINE, established)
                 .await
                 .unwrap_or_else(|_| panic!("CRD {name} not Established"))
                 .unwrap();
