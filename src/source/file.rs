@@ -126,4 +126,57 @@ mod tests {
         assert!(reloads("/etc/t/..data"));
         assert!(!reloads("/etc/t/other.yaml"));
     }
+
+    fn gateway(name: &str) -> String {
+        format!(
+            "apiVersion: tessera.dev/v1alpha1\nkind: Gateway\nmetadata: {{name: {name}}}\nspec:\n  nodeCluster: {name}\n  listeners: [{{name: http, port: 10000}}]\n"
+        )
+    }
+
+    /// Waits for an update serving a gateway named `name`.
+    async fn serves(updates: &mut mpsc::Receiver<Update>, name: &str) {
+        let wait = async {
+            loop {
+                if let Update::Snapshot(s) = updates.recv().await.unwrap()
+                    && s.model.gateways.contains_key(name)
+                {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+            .await
+            .unwrap_or_else(|_| panic!("gateway {name} was never published"));
+    }
+
+    #[tokio::test]
+    async fn a_configmap_update_and_a_recreated_directory_reload() {
+        use std::os::unix::fs::symlink;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("config");
+        // A ConfigMap volume: gateway.yaml -> ..data/gateway.yaml, ..data -> ..<timestamp>.
+        std::fs::create_dir_all(dir.join("..1")).unwrap();
+        std::fs::write(dir.join("..1/gateway.yaml"), gateway("a")).unwrap();
+        symlink("..1", dir.join("..data")).unwrap();
+        symlink("..data/gateway.yaml", dir.join("gateway.yaml")).unwrap();
+        let source = FileSource::new(dir.clone()).unwrap();
+        match source.load() {
+            Update::Snapshot(s) => assert!(s.model.gateways.contains_key("a")),
+            Update::Rejected(e) => panic!("{e}"),
+        }
+        let (tx, mut updates) = mpsc::channel(16);
+        tokio::spawn(source.run(tx));
+
+        std::fs::create_dir(dir.join("..2")).unwrap();
+        std::fs::write(dir.join("..2/gateway.yaml"), gateway("b")).unwrap();
+        symlink("..2", dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        std::fs::remove_dir_all(dir.join("..1")).unwrap();
+        serves(&mut updates, "b").await;
+
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("gateway.yaml"), gateway("c")).unwrap();
+        serves(&mut updates, "c").await;
+    }
 }
