@@ -171,7 +171,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 }
 
 /// Runs `task` once the Kubernetes source has listed every kind (status written from a
-/// partial list would be wrong); never, if it stops before that.
+/// partial list would be wrong); returns at once if the source stops before that.
 async fn once_listed(mut listed: watch::Receiver<bool>, task: impl Future<Output = ()>) {
     if listed.wait_for(|listed| *listed).await.is_ok() {
         task.await;
