@@ -9,5 +9,6 @@ pub mod bootstrap;
 pub mod credentials;
 pub mod model;
 pub mod source;
+pub mod state;
 pub mod translate;
 pub mod xds;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use tessera::app::{ServeOptions, XdsTls};
 use tessera::bootstrap::{BootstrapOptions, XdsClientTls};
 
@@ -63,6 +64,9 @@ enum Command {
         /// Kubernetes mode: this replica's name in the Lease (default: $HOSTNAME).
         #[arg(long, requires = "kubernetes")]
         identity: Option<String>,
+        /// Re-read every key file this often (e.g. 60s, 5m), for changes no file event reports.
+        #[arg(long, default_value = "60s", value_parser = parse_interval)]
+        key_reread_interval: Duration,
     },
     /// Check a configuration; prints every error with file, document and field.
     Validate {
@@ -125,6 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             allow_endpoint,
             lease_namespace,
             identity,
+            key_reread_interval,
         } => {
             init_logging();
             let kubernetes = kubernetes.then(|| tessera::source::kubernetes::KubeOptions {
@@ -154,6 +159,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 admin_address,
                 tls,
                 insecure_xds,
+                key_reread_interval,
             }))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -214,6 +220,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{yaml}");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// A positive duration of at most a day, e.g. `60s`, `500ms`, `5m`.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let parsed: k8s_openapi::jiff::SignedDuration = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as \"60s\" or \"5m\""))?;
+    match Duration::try_from(parsed) {
+        Ok(d) if !d.is_zero() && d <= Duration::from_secs(24 * 3600) => Ok(d),
+        _ => Err(format!("{text:?} must be more than 0 and at most 24h")),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The admin HTTP API: health, readiness, status and Prometheus metrics. Never secret values.
 
-use crate::app::AppState;
+use crate::state::AppState;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};

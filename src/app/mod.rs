@@ -1,31 +1,43 @@
-//! `tessera serve`: starts every task and wires them together.
+//! `tessera serve`: starts every long-running task from one list (in [`serve`]) and wires
+//! them together with channels. None is expected to end: the first that does, or panics,
+//! ends the process with an error naming it.
 //!
-//! * source — files (`files.rs`: subscribes to file events; loads, validates and translates
-//!   the config, debounced; re-reads key files at once) or Kubernetes; publishes to the cache
-//!   through the `engine`.
-//! * ADS server — subscribes to the cache; publishes to Envoy.
-//! * admin server — reads the cache, the stream registry and the status below.
+//! | task | subscribes to | publishes |
+//! |---|---|---|
+//! | file source (`source::file`) | file events in the config directory | [`Update`]s, debounced |
+//! | Kubernetes source (`source::kubernetes`; one reflector task per kind) | the API server's lists and watches | [`Update`]s and status snapshots, debounced; Secret changes at once |
+//! | Lease (`source::kubernetes::lease`, Kubernetes mode) | the `tessera-status-writer` Lease | whether this replica writes status |
+//! | status writer (`source::kubernetes::status`, Kubernetes mode) | status snapshots, the credential board, the Lease | object status |
+//! | key-file watcher (`source::key_files`) | the key files in use, file events in their directories, a periodic tick | key files to re-read |
+//! | applier (`apply`) | [`Update`]s, key files to re-read | the cache, the credential board, `/status`, the key files in use; starts and stops the engine's credential refresh tasks (one per minted credential) |
+//! | xDS server | the cache | ADS to Envoy (one task per stream) |
+//! | admin API | the cache, the stream registry, the status | `/healthz`, `/readyz`, `/status`, `/metrics` |
 
-use crate::credentials::{KeyState, StatusBoard};
-use crate::source::watch::DirWatcher;
-use crate::xds::{AdsService, Cache, Registry};
+use crate::credentials::KeyState;
+use crate::source::file::FileSource;
+use crate::source::key_files::KeyFileWatcher;
+use crate::source::kubernetes::{KubeSource, lease, status};
+use crate::source::{Snapshot, Update};
+use crate::xds::AdsService;
 use anyhow::{Context, bail};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
-use serde::Serialize;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
+mod apply;
 mod engine;
-mod files;
-mod kubernetes;
 
+pub use crate::state::{AppState, ConfigStatus, Metrics};
+use apply::Applier;
 use engine::Engine;
-use files::FileSource;
 
 /// Files for serving ADS over mTLS.
 #[derive(Debug, Clone)]
@@ -45,37 +57,8 @@ pub struct ServeOptions {
     pub admin_address: SocketAddr,
     pub tls: Option<XdsTls>,
     pub insecure_xds: bool,
-}
-
-/// Outcome of the last configuration load, for the admin API.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ConfigStatus {
-    pub loaded: bool,
-    pub files: Vec<PathBuf>,
-    pub gateways: usize,
-    pub backends: usize,
-    pub routes: usize,
-    /// Why the most recent edit was rejected (cleared by the next valid one).
-    pub last_error: Option<String>,
-}
-
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub reloads_ok: AtomicU64,
-    pub reloads_rejected: AtomicU64,
-    pub credential_updates: AtomicU64,
-}
-
-/// State shared by the tasks and the admin API.
-#[derive(Debug, Default)]
-pub struct AppState {
-    pub cache: Arc<Cache>,
-    pub registry: Arc<Registry>,
-    pub ready: AtomicBool,
-    pub config_status: RwLock<ConfigStatus>,
-    pub board: Arc<StatusBoard>,
-    pub metrics: Metrics,
+    /// How often every key file is re-read, whatever file events said.
+    pub key_reread_interval: Duration,
 }
 
 impl AppState {
@@ -113,40 +96,123 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .context("cannot build the HTTP client for identity providers")?;
     let state = Arc::new(AppState::default());
 
-    let engine = Engine::new(state.clone(), http);
-    let source: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match opts.kubernetes.clone() {
+    let (updates_tx, updates) = mpsc::channel::<Update>(16);
+    let (key_files_tx, key_files) = watch::channel(Vec::new());
+    let (rereads_tx, rereads) = mpsc::unbounded_channel();
+    let mut applier = Applier::new(Engine::new(state.clone(), http), key_files_tx);
+    let mut tasks = Tasks::default();
+    match &opts.kubernetes {
         Some(kube_opts) => {
             let client = kube::Client::try_default()
                 .await
                 .context("cannot reach Kubernetes (in-cluster config or KUBECONFIG)")?;
-            Box::pin(kubernetes::run(client, kube_opts, engine))
+            let source = KubeSource::start(&client, kube_opts);
+            let (status_tx, status_rx) = watch::channel(Arc::new(Snapshot::default()));
+            let leader = Arc::new(AtomicBool::new(false));
+            tasks.spawn(
+                "Lease",
+                once_listed(
+                    source.listed(),
+                    lease::lead(
+                        client.clone(),
+                        kube_opts.lease_namespace.clone(),
+                        kube_opts.identity.clone(),
+                        leader.clone(),
+                    ),
+                ),
+            );
+            tasks.spawn(
+                "status writer",
+                once_listed(
+                    source.listed(),
+                    status::write(
+                        client,
+                        source.status_stores(),
+                        status_rx,
+                        state.board.clone(),
+                        leader,
+                    ),
+                ),
+            );
+            tasks.spawn("Kubernetes source", source.run(updates_tx, status_tx));
         }
         None => {
-            let (watcher, changes) = DirWatcher::new().context("cannot start the file watcher")?;
-            let mut files = FileSource {
-                config,
-                engine,
-                watcher,
-            };
-            files.reload();
-            Box::pin(files.run(changes))
+            let source = FileSource::new(config).context("cannot start the file watcher")?;
+            // Applied before the xDS port opens, so a reconnecting Envoy is never answered
+            // with an empty configuration.
+            applier.apply(source.load());
+            tasks.spawn("file source", source.run(updates_tx));
         }
-    };
-
+    }
+    let key_watcher = KeyFileWatcher::new(opts.key_reread_interval)
+        .context("cannot start the key-file watcher")?;
+    tasks.spawn("key-file watcher", key_watcher.run(key_files, rereads_tx));
+    tasks.spawn("applier", applier.run(updates, rereads));
+    // The xDS server borrows the options, so it runs in the select below, not as a task.
     let xds = xds_server(&opts, state.clone()).await?;
     let admin_listener = tokio::net::TcpListener::bind(opts.admin_address)
         .await
         .with_context(|| format!("cannot bind the admin address {}", opts.admin_address))?;
     info!(address = %opts.admin_address, "admin API listening");
     let admin = axum::serve(admin_listener, crate::admin::router(state.clone()));
+    tasks.spawn_fallible("admin API", async move {
+        admin.await.context("admin server failed")
+    });
 
     tokio::select! {
-        r = xds => r?,
-        r = admin => r.context("admin server failed")?,
-        () = source => {},
-        r = shutdown_signal() => { r?; info!("shutting down"); }
+        r = xds => r.and_then(|()| bail!("xDS server stopped")),
+        r = tasks.first_end() => r,
+        r = shutdown_signal() => {
+            r?;
+            info!("shutting down");
+            Ok(())
+        }
     }
-    Ok(())
+}
+
+/// Runs `task` once the Kubernetes source has listed every kind (status written from a
+/// partial list would be wrong); returns at once if the source stops before that.
+async fn once_listed(mut listed: watch::Receiver<bool>, task: impl Future<Output = ()>) {
+    if listed.wait_for(|listed| *listed).await.is_ok() {
+        task.await;
+    }
+}
+
+/// The long-running tasks of `serve`, by name.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<anyhow::Result<()>>,
+    names: HashMap<tokio::task::Id, &'static str>,
+}
+
+impl Tasks {
+    fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        self.spawn_fallible(name, async move {
+            task.await;
+            Ok(())
+        });
+    }
+
+    fn spawn_fallible(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
+        let handle = self.set.spawn(task);
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Waits for the first task to end; every outcome is an error, since none should end.
+    async fn first_end(&mut self) -> anyhow::Result<()> {
+        let name = |id| self.names.get(&id).copied().unwrap_or("a task");
+        match self.set.join_next_with_id().await {
+            None => bail!("no tasks were started"),
+            Some(Ok((id, Ok(())))) => bail!("{} stopped", name(id)),
+            Some(Ok((id, Err(e)))) => Err(e.context(format!("{} failed", name(id)))),
+            Some(Err(e)) if e.is_panic() => bail!("{} panicked", name(e.id())),
+            Some(Err(e)) => bail!("{} was cancelled", name(e.id())),
+        }
+    }
 }
 
 async fn xds_server(

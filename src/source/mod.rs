@@ -1,7 +1,44 @@
-//! Where definitions come from: a directory of YAML documents, reloaded when it changes.
+//! Where definitions come from: a directory of YAML files (`file`) or the Kubernetes API
+//! (`kubernetes`). Both publish [`Update`]s batched by the one policy in `debounce`; key
+//! files are watched for both by `key_files`.
 
+pub mod debounce;
+pub mod file;
+pub mod key_files;
 pub mod kubernetes;
 pub mod load;
 pub mod watch;
 
 pub use load::{ConfigError, ConfigErrors, Loaded, Restrictions, load, load_documents};
+
+use crate::model::Model;
+use kubernetes::{ObjectKey, Problem};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A configuration a source can serve: the model, what is wrong with which object, and
+/// where it came from.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Snapshot {
+    pub model: Model,
+    /// Objects left out of the model (or only partly usable), and why.
+    pub problems: BTreeMap<ObjectKey, Vec<Problem>>,
+    pub info: SourceInfo,
+}
+
+/// Where a snapshot came from, as `/status` shows it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SourceInfo {
+    /// The configuration files read, in processing order (file mode).
+    pub files: Vec<PathBuf>,
+}
+
+/// What a source publishes each time its input settles.
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// A configuration to serve.
+    Snapshot(Arc<Snapshot>),
+    /// The input as a whole is invalid; the last good configuration keeps serving.
+    Rejected(Arc<ConfigErrors>),
+}

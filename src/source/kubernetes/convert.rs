@@ -34,12 +34,8 @@ pub struct Problem {
     pub message: String,
 }
 
-/// The model built from the cluster, and what is wrong with which object.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Snapshot {
-    pub model: Model,
-    pub problems: BTreeMap<ObjectKey, Vec<Problem>>,
-}
+/// The model built from the cluster is the snapshot every source publishes.
+pub use crate::source::Snapshot;
 
 // Secrets can be invalid too (bad base64); they are left out like the rest.
 const KINDS: [&str; 5] = [

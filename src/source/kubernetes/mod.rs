@@ -1,14 +1,16 @@
 //! Kubernetes mode: Tessera's custom resources and labelled Secrets, watched with reflectors;
-//! every change becomes a new snapshot; status is written back by one replica at a time.
+//! every batch of changes becomes a new snapshot; status is written back by one replica at a
+//! time (`lease`, `status`, both started by `app` beside this source).
 
 mod convert;
 pub mod lease;
-mod status;
+pub mod status;
 
-pub use convert::{Objects, Problem, Snapshot, build};
+pub use convert::{ObjectKey, Objects, Problem, Snapshot, build};
 
+use super::Update;
+use super::debounce::{self, Urgency};
 use crate::api::{BackendResource, BackendSecurityPolicyResource, GatewayResource, RouteResource};
-use crate::credentials::StatusBoard;
 use crate::source::Restrictions;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -18,8 +20,6 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
@@ -76,12 +76,13 @@ where
     }
 }
 
-/// Starts a reflector for `K`; every event (including a re-list) notifies `changes`.
+/// Starts a reflector for `K` (a task of its own); every event (including a re-list) notifies
+/// `changes`.
 fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
     change: Change,
-    changes: mpsc::Sender<Change>,
+    changes: mpsc::UnboundedSender<Change>,
 ) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -94,7 +95,9 @@ where
         while let Some(event) = stream.next().await {
             match event {
                 Ok(_) => {
-                    let _ = changes.try_send(change);
+                    if changes.send(change).is_err() {
+                        return;
+                    }
                 }
                 // The watcher retries with backoff; the store keeps the last state meanwhile.
                 Err(e) => warn!(error = %e, "Kubernetes watch failed; retrying"),
@@ -104,84 +107,95 @@ where
     reader
 }
 
-/// Watches the cluster and publishes a snapshot after every change, starting only once every
-/// kind has been listed completely.
-pub async fn run(
-    client: Client,
-    opts: KubeOptions,
-    snapshots: watch::Sender<Option<Arc<Snapshot>>>,
-    board: Arc<StatusBoard>,
-) {
-    let (tx, mut rx) = mpsc::channel(64);
-    let ns = opts.namespace.as_deref();
-    let any = watcher::Config::default;
-    let stores = Stores {
-        gateways: reflect(api(&client, ns), any(), Change::Config, tx.clone()),
-        backends: reflect(api(&client, ns), any(), Change::Config, tx.clone()),
-        policies: reflect(api(&client, ns), any(), Change::Config, tx.clone()),
-        routes: reflect(api(&client, ns), any(), Change::Config, tx.clone()),
-        secrets: reflect(
-            api(&client, ns),
-            any().labels(CREDENTIAL_LABEL),
-            Change::Secret,
-            tx,
-        ),
-    };
-    // Nothing is translated from a partial list: it would withdraw what is not listed yet.
-    let ready = futures::future::join5(
-        stores.gateways.wait_until_ready(),
-        stores.backends.wait_until_ready(),
-        stores.policies.wait_until_ready(),
-        stores.routes.wait_until_ready(),
-        stores.secrets.wait_until_ready(),
-    );
-    let (a, b, c, d, e) = ready.await;
-    if a.is_err() || b.is_err() || c.is_err() || d.is_err() || e.is_err() {
-        warn!("a Kubernetes reflector stopped before its first list");
-        return;
-    }
-    info!("initial Kubernetes lists complete");
-    let leader = Arc::new(AtomicBool::new(false));
-    tokio::spawn(lease::lead(
-        client.clone(),
-        opts.lease_namespace.clone(),
-        opts.identity.clone(),
-        leader.clone(),
-    ));
-    let (status_tx, status_rx) = watch::channel(Arc::new(Snapshot::default()));
-    tokio::spawn(status::write(
-        client.clone(),
-        stores_handle(&stores),
-        status_rx,
-        board,
-        leader,
-    ));
-    let publish = |stores: &Stores| {
-        let snapshot = Arc::new(build(&stores.objects(), &opts.restrictions));
-        let _ = status_tx.send(snapshot.clone());
-        snapshots.send_if_modified(|current| {
-            let changed = current.as_ref().is_none_or(|c| c.model != snapshot.model);
-            *current = Some(snapshot);
-            changed
-        });
-    };
-    publish(&stores);
-    loop {
-        let Some(mut change) = rx.recv().await else {
-            return;
+/// The cluster as a source: one reflector per kind, and the snapshots built from them.
+pub struct KubeSource {
+    stores: Stores,
+    changes: mpsc::UnboundedReceiver<Change>,
+    restrictions: Restrictions,
+    listed: watch::Sender<bool>,
+}
+
+impl KubeSource {
+    /// Starts watching every kind (one reflector task each).
+    pub fn start(client: &Client, opts: &KubeOptions) -> Self {
+        let (tx, changes) = mpsc::unbounded_channel();
+        let ns = opts.namespace.as_deref();
+        let any = watcher::Config::default;
+        let stores = Stores {
+            gateways: reflect(api(client, ns), any(), Change::Config, tx.clone()),
+            backends: reflect(api(client, ns), any(), Change::Config, tx.clone()),
+            policies: reflect(api(client, ns), any(), Change::Config, tx.clone()),
+            routes: reflect(api(client, ns), any(), Change::Config, tx.clone()),
+            secrets: reflect(
+                api(client, ns),
+                any().labels(CREDENTIAL_LABEL),
+                Change::Secret,
+                tx,
+            ),
         };
-        // Batch a burst of config edits (or a re-list) into one rebuild, like file mode; a
-        // Secret change (a rotation or revocation) ends the wait at once.
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
-        while change == Change::Config {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(next)) => change = next,
-                Ok(None) => return,
-                Err(_) => break,
+        Self {
+            stores,
+            changes,
+            restrictions: opts.restrictions.clone(),
+            listed: watch::channel(false).0,
+        }
+    }
+
+    /// Becomes true once every kind has been listed completely.
+    pub fn listed(&self) -> watch::Receiver<bool> {
+        self.listed.subscribe()
+    }
+
+    /// Read handles for the status writer.
+    pub fn status_stores(&self) -> StoreHandles {
+        StoreHandles {
+            gateways: self.stores.gateways.clone(),
+            backends: self.stores.backends.clone(),
+            policies: self.stores.policies.clone(),
+            routes: self.stores.routes.clone(),
+        }
+    }
+
+    /// Publishes a snapshot to `updates` and `status` once every kind is listed, then after
+    /// every batch of changes (a Secret change at once). Ends when `updates` closes or a
+    /// reflector stops before its first list.
+    pub async fn run(
+        mut self,
+        updates: mpsc::Sender<Update>,
+        status: watch::Sender<Arc<Snapshot>>,
+    ) {
+        // Nothing is translated from a partial list: it would withdraw what is not listed yet.
+        let s = &self.stores;
+        let (a, b, c, d, e) = futures::future::join5(
+            s.gateways.wait_until_ready(),
+            s.backends.wait_until_ready(),
+            s.policies.wait_until_ready(),
+            s.routes.wait_until_ready(),
+            s.secrets.wait_until_ready(),
+        )
+        .await;
+        if a.is_err() || b.is_err() || c.is_err() || d.is_err() || e.is_err() {
+            warn!("a Kubernetes reflector stopped before its first list");
+            return;
+        }
+        info!("initial Kubernetes lists complete");
+        self.listed.send_replace(true);
+        // What arrived during the lists is in the first snapshot already.
+        while self.changes.try_recv().is_ok() {}
+        loop {
+            let snapshot = Arc::new(build(&self.stores.objects(), &self.restrictions));
+            let _ = status.send(snapshot.clone());
+            if updates.send(Update::Snapshot(snapshot)).await.is_err() {
+                return;
+            }
+            let batch = debounce::next_batch(&mut self.changes, |change| match change {
+                Change::Config => Urgency::Batch,
+                Change::Secret => Urgency::Now,
+            });
+            if batch.await.is_none() {
+                return;
             }
         }
-        while rx.try_recv().is_ok() {}
-        publish(&stores);
     }
 }
 
@@ -191,13 +205,4 @@ pub struct StoreHandles {
     pub backends: Store<BackendResource>,
     pub policies: Store<BackendSecurityPolicyResource>,
     pub routes: Store<RouteResource>,
-}
-
-fn stores_handle(s: &Stores) -> StoreHandles {
-    StoreHandles {
-        gateways: s.gateways.clone(),
-        backends: s.backends.clone(),
-        policies: s.policies.clone(),
-        routes: s.routes.clone(),
-    }
 }

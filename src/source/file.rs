@@ -1,0 +1,182 @@
+//! File mode: a YAML file or a directory of them, loaded again (debounced) after every edit.
+//! Key files are not this source's concern: `key_files` watches them in either mode.
+
+use super::debounce::{self, Urgency};
+use super::load::{Loaded, load};
+use super::watch::{Change, ChangeKind, DirWatcher, parent_dir};
+use super::{Snapshot, SourceInfo, Update};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// The configuration on disk, and a watch on its directory.
+pub struct FileSource {
+    config: PathBuf,
+    dir: PathBuf,
+    watcher: DirWatcher,
+    changes: mpsc::UnboundedReceiver<Change>,
+}
+
+impl FileSource {
+    /// Watches `config` (a file or a directory; absolute) for edits.
+    pub fn new(config: PathBuf) -> notify::Result<Self> {
+        let dir = if config.is_dir() {
+            config.clone()
+        } else {
+            parent_dir(&config)
+        };
+        let (mut watcher, changes) = DirWatcher::new()?;
+        watcher.set_dirs([dir.clone()]);
+        Ok(Self {
+            config,
+            dir,
+            watcher,
+            changes,
+        })
+    }
+
+    /// Reads the whole configuration as it is now.
+    pub fn load(&self) -> Update {
+        match load(&self.config) {
+            Ok(Loaded { model, files }) => Update::Snapshot(Arc::new(Snapshot {
+                model,
+                problems: BTreeMap::new(),
+                info: SourceInfo { files },
+            })),
+            Err(errors) => Update::Rejected(Arc::new(errors)),
+        }
+    }
+
+    /// Publishes the configuration after every batch of edits, until `updates` closes or
+    /// the watcher stops.
+    pub async fn run(mut self, updates: mpsc::Sender<Update>) {
+        loop {
+            let Self {
+                config,
+                dir,
+                watcher,
+                changes,
+            } = &mut self;
+            let batch = debounce::next_batch(changes, |change| {
+                let rescan = !watcher.follow(change).is_empty();
+                if rescan || is_config_change(config, dir, change) {
+                    Urgency::Batch
+                } else {
+                    Urgency::Ignore
+                }
+            });
+            if batch.await.is_none() || updates.send(self.load()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Whether `change` may alter the configuration read from `config` (in `dir`).
+fn is_config_change(config: &Path, dir: &Path, change: &Change) -> bool {
+    if change.kind == ChangeKind::Lost {
+        return true;
+    }
+    if change.path.parent() != Some(dir) {
+        return false;
+    }
+    let Some(name) = change.path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    // A ConfigMap volume updates by swapping its `..data` symlink: no event names a YAML file.
+    if name.starts_with("..") {
+        return true;
+    }
+    if config != dir {
+        return change.path == config;
+    }
+    name.ends_with(".yaml") || name.ends_with(".yml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(path: &str, kind: ChangeKind) -> Change {
+        Change {
+            path: PathBuf::from(path),
+            kind,
+        }
+    }
+
+    #[test]
+    fn which_changes_reload_a_directory() {
+        let (config, dir) = (Path::new("/etc/t"), Path::new("/etc/t"));
+        let reloads = |p: &str| is_config_change(config, dir, &change(p, ChangeKind::Written));
+        assert!(reloads("/etc/t/routes.yaml"));
+        assert!(reloads("/etc/t/gw.yml"));
+        assert!(reloads("/etc/t/..data"), "ConfigMap swap");
+        assert!(!reloads("/etc/t/openai.key"));
+        assert!(!reloads("/etc/t/sub/routes.yaml"));
+        assert!(!reloads("/etc/routes.yaml"));
+        assert!(is_config_change(config, dir, &change("", ChangeKind::Lost)));
+    }
+
+    #[test]
+    fn which_changes_reload_a_single_file() {
+        let (config, dir) = (Path::new("/etc/t/config.yaml"), Path::new("/etc/t"));
+        let reloads = |p: &str| is_config_change(config, dir, &change(p, ChangeKind::Renamed));
+        assert!(reloads("/etc/t/config.yaml"));
+        assert!(reloads("/etc/t/..data"));
+        assert!(!reloads("/etc/t/other.yaml"));
+    }
+
+    fn gateway(name: &str) -> String {
+        format!(
+            "apiVersion: tessera.dev/v1alpha1\nkind: Gateway\nmetadata: {{name: {name}}}\nspec:\n  nodeCluster: {name}\n  listeners: [{{name: http, port: 10000}}]\n"
+        )
+    }
+
+    /// Waits for an update serving a gateway named `name`.
+    async fn serves(updates: &mut mpsc::Receiver<Update>, name: &str) {
+        let wait = async {
+            loop {
+                if let Update::Snapshot(s) = updates.recv().await.unwrap()
+                    && s.model.gateways.contains_key(name)
+                {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+            .await
+            .unwrap_or_else(|_| panic!("gateway {name} was never published"));
+    }
+
+    #[tokio::test]
+    async fn a_configmap_update_and_a_recreated_directory_reload() {
+        use std::os::unix::fs::symlink;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("config");
+        // A ConfigMap volume: gateway.yaml -> ..data/gateway.yaml, ..data -> ..<timestamp>.
+        std::fs::create_dir_all(dir.join("..1")).unwrap();
+        std::fs::write(dir.join("..1/gateway.yaml"), gateway("a")).unwrap();
+        symlink("..1", dir.join("..data")).unwrap();
+        symlink("..data/gateway.yaml", dir.join("gateway.yaml")).unwrap();
+        let source = FileSource::new(dir.clone()).unwrap();
+        match source.load() {
+            Update::Snapshot(s) => assert!(s.model.gateways.contains_key("a")),
+            Update::Rejected(e) => panic!("{e}"),
+        }
+        let (tx, mut updates) = mpsc::channel(16);
+        tokio::spawn(source.run(tx));
+
+        std::fs::create_dir(dir.join("..2")).unwrap();
+        std::fs::write(dir.join("..2/gateway.yaml"), gateway("b")).unwrap();
+        symlink("..2", dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        std::fs::remove_dir_all(dir.join("..1")).unwrap();
+        serves(&mut updates, "b").await;
+
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("gateway.yaml"), gateway("c")).unwrap();
+        serves(&mut updates, "c").await;
+    }
+}

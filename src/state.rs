@@ -1,0 +1,40 @@
+//! State shared by `serve`'s tasks and read by the admin API. It lives outside `app` so that
+//! `admin` depends on it alone and `app` → `admin` stays a one-way edge.
+
+use crate::credentials::StatusBoard;
+use crate::xds::{Cache, Registry};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, RwLock};
+
+/// Outcome of the last configuration load, for the admin API.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConfigStatus {
+    pub loaded: bool,
+    pub files: Vec<PathBuf>,
+    pub gateways: usize,
+    pub backends: usize,
+    pub routes: usize,
+    /// Why the most recent edit was rejected (cleared by the next valid one).
+    pub last_error: Option<String>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub reloads_ok: AtomicU64,
+    pub reloads_rejected: AtomicU64,
+    pub credential_updates: AtomicU64,
+}
+
+/// State shared by the tasks and the admin API.
+#[derive(Debug, Default)]
+pub struct AppState {
+    pub cache: Arc<Cache>,
+    pub registry: Arc<Registry>,
+    pub ready: AtomicBool,
+    pub config_status: RwLock<ConfigStatus>,
+    pub board: Arc<StatusBoard>,
+    pub metrics: Metrics,
+}
