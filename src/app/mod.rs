@@ -6,7 +6,7 @@
 //! * ADS server — subscribes to the cache; publishes to Envoy.
 //! * admin server — reads the cache, the stream registry and the status below.
 
-use crate::credentials::{KeyState, StatusBoard};
+use crate::credentials::StatusBoard;
 use crate::source::watch::DirWatcher;
 use crate::xds::{AdsService, Cache, Registry};
 use anyhow::{Context, bail};
@@ -64,6 +64,8 @@ pub struct ConfigStatus {
 pub struct Metrics {
     pub reloads_ok: AtomicU64,
     pub reloads_rejected: AtomicU64,
+    /// Credential values pushed with new content: first values, rotations, mints,
+    /// revocations and expiries, from every credential source.
     pub credential_updates: AtomicU64,
 }
 
@@ -74,17 +76,9 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub ready: AtomicBool,
     pub config_status: RwLock<ConfigStatus>,
+    /// Every credential's state (never its value), written by the engine's publisher.
     pub board: Arc<StatusBoard>,
     pub metrics: Metrics,
-}
-
-impl AppState {
-    fn record_static(&self, name: &str, state: &KeyState) {
-        match state {
-            KeyState::Present(_) => self.board.set(name, "present", None, None),
-            KeyState::Revoked(why) => self.board.set(name, "revoked", Some(why.clone()), None),
-        }
-    }
 }
 
 /// Runs until interrupted.
