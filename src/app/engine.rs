@@ -182,6 +182,13 @@ impl Publish for Publisher {
         Ticket(ticket)
     }
 
+    fn retire(&self, name: &str, ticket: Ticket) {
+        let mut inner = self.lock();
+        if inner.tickets.get(name) == Some(&ticket.0) {
+            inner.tickets.remove(name);
+        }
+    }
+
     fn publish(&self, name: &str, ticket: Ticket, publication: Publication) {
         let inner = self.lock();
         if inner.tickets.get(name) != Some(&ticket.0) {
@@ -201,3 +208,6 @@ impl Publish for Publisher {
             .set(&names::credential(name), state, expires);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,6 +21,7 @@ pub struct Minters {
 
 struct Task {
     spec: PolicyKind,
+    outlet: Outlet,
     served: watch::Receiver<Option<Served>>,
     handle: JoinHandle<()>,
 }
@@ -80,8 +81,9 @@ impl Minters {
                     }
                 }
                 None => {
-                    self.tasks.remove(&name);
-                    self.sink.register(&name);
+                    if let Some(old) = self.tasks.remove(&name) {
+                        old.outlet.retire();
+                    }
                 }
             }
         }
@@ -121,6 +123,7 @@ impl Minters {
         {
             let (tx, rx) = watch::channel(served);
             let http = self.http.clone();
+            let task_outlet = outlet.clone();
             let handle = match &spec {
                 PolicyKind::Aws(aws) => {
                     let AwsSource::WebIdentity(identity) = aws.source.clone() else {
@@ -148,6 +151,7 @@ impl Minters {
                 name,
                 Task {
                     spec,
+                    outlet: task_outlet,
                     served: rx,
                     handle,
                 },

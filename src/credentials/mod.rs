@@ -81,6 +81,9 @@ pub trait Publish: Send + Sync + 'static {
     /// publications made with any earlier ticket for it are ignored from now on (a replaced
     /// task may still be finishing on another thread).
     fn register(&self, name: &str) -> Ticket;
+    /// Ends `ticket`'s right to publish, if it is still the current one for `name` (a task
+    /// stopped for good; a successor of another kind may already have registered).
+    fn retire(&self, name: &str, ticket: Ticket);
     /// Publishes a change of policy `name`'s credential, unless `ticket` was superseded.
     fn publish(&self, name: &str, ticket: Ticket, publication: Publication);
 }
@@ -106,6 +109,11 @@ impl Outlet {
     /// The policy whose credential this is.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Ends this task's right to publish (see [`Publish::retire`]).
+    pub fn retire(&self) {
+        self.sink.retire(&self.name, self.ticket);
     }
 
     /// Publishes a change.
@@ -152,6 +160,13 @@ pub(crate) mod testing {
             let n = t.entry(name.to_owned()).or_default();
             *n += 1;
             Ticket(*n)
+        }
+
+        fn retire(&self, name: &str, ticket: Ticket) {
+            let mut t = self.tickets.lock().unwrap();
+            if t.get(name) == Some(&ticket.0) {
+                t.insert(name.to_owned(), 0);
+            }
         }
 
         fn publish(&self, name: &str, ticket: Ticket, publication: Publication) {

@@ -107,6 +107,8 @@ impl KeyState {
 /// One long-lived credential.
 struct Entry {
     source: Source,
+    /// How its reader publishes (file sources only).
+    outlet: Option<Outlet>,
     state: watch::Receiver<KeyState>,
     reader: Reader,
 }
@@ -157,26 +159,29 @@ impl StaticKeys {
             let state = KeyState::next(None, source.read(), Instant::now());
             log_change(&name, None, &state);
             let (tx, rx) = watch::channel(state);
-            let reader = if source.file().is_some() {
-                Reader::Ready {
-                    outlet: Outlet::register(sink, &name),
+            let outlet = source.file().map(|_| Outlet::register(sink, &name));
+            let reader = match &outlet {
+                Some(outlet) => Reader::Ready {
+                    outlet: outlet.clone(),
                     state: tx,
-                }
-            } else {
-                Reader::None
+                },
+                None => Reader::None,
             };
             self.entries.insert(
                 name,
                 Entry {
                     source,
+                    outlet,
                     state: rx,
                     reader,
                 },
             );
         }
         // A reader being dropped may be mid-publication on another thread: retire it.
-        for name in old.keys() {
-            sink.register(name);
+        for entry in old.values() {
+            if let Some(outlet) = &entry.outlet {
+                outlet.retire();
+            }
         }
     }
 
