@@ -8,7 +8,7 @@ use super::AppState;
 use crate::credentials::{Closed, Minters, Publication, Publish, StaticKeys, Ticket};
 use crate::model::Model;
 use crate::translate::{CredentialForm, credential, names, translate};
-use crate::xds::Resource;
+use crate::xds::{GatewayConfig, Resource};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -56,52 +56,7 @@ impl Engine {
         let sink: Arc<dyn Publish> = self.publisher.clone();
         self.keys.reload(model, &sink);
         let plan = self.minters.plan(model, &in_use);
-        {
-            // Held while the tasks' current values are read and published, so a task's newer
-            // value can never be overwritten by an older one read here.
-            let mut inner = self.publisher.lock();
-            inner.forms = model
-                .policies
-                .values()
-                .map(|p| (p.name.clone(), CredentialForm::of(p)))
-                .collect();
-            let mut publications = self.keys.publications();
-            publications.extend(
-                plan.pending
-                    .iter()
-                    .map(|name| (name.clone(), Publication::Closed(Closed::Pending))),
-            );
-            let resources: Vec<(String, Arc<Resource>)> = publications
-                .iter()
-                .filter_map(|(name, p)| Some((name.clone(), inner.resource(name, p)?)))
-                .collect();
-            let served = self.state.cache.state();
-            let updates = resources
-                .iter()
-                .filter(|(policy, r)| {
-                    in_use.contains(policy)
-                        && served.credentials.get(&r.name).map(|s| &s.version) != Some(&r.version)
-                })
-                .count();
-            self.state
-                .cache
-                .publish(gateways, resources.into_iter().map(|(_, r)| r));
-            self.state
-                .metrics
-                .credential_updates
-                .fetch_add(updates as u64, Ordering::Relaxed);
-            let board = &self.state.board;
-            let known: HashSet<String> = model
-                .policies
-                .keys()
-                .map(|p| names::credential(p))
-                .collect();
-            board.0.retain(|name, _| known.contains(name));
-            for (name, p) in &publications {
-                let (state, expires) = p.state();
-                board.set(&names::credential(name), state, expires);
-            }
-        }
+        self.publish(model, gateways, &in_use, &plan.pending);
         self.keys.start();
         self.minters.start(plan);
         self.state
@@ -115,6 +70,61 @@ impl Engine {
             routes = model.routes.len(),
             "configuration applied"
         );
+    }
+
+    /// Publishes the gateways with the current value of every credential, atomically; `pending`
+    /// are minted credentials published failing closed until their first mint.
+    fn publish(
+        &self,
+        model: &Model,
+        gateways: HashMap<String, Arc<GatewayConfig>>,
+        in_use: &HashSet<String>,
+        pending: &[String],
+    ) {
+        // Held while the tasks' current values are read and published, so a task's newer
+        // value can never be overwritten by an older one read here.
+        let mut inner = self.publisher.lock();
+        inner.forms = model
+            .policies
+            .values()
+            .map(|p| (p.name.clone(), CredentialForm::of(p)))
+            .collect();
+        let mut publications = self.keys.publications();
+        publications.extend(
+            pending
+                .iter()
+                .map(|name| (name.clone(), Publication::Closed(Closed::Pending))),
+        );
+        let resources: Vec<(&String, Arc<Resource>)> = publications
+            .iter()
+            .filter_map(|(name, p)| Some((name, inner.resource(name, p)?)))
+            .collect();
+        let served = self.state.cache.state();
+        let updates = resources
+            .iter()
+            .filter(|(policy, r)| {
+                in_use.contains(*policy)
+                    && served.credentials.get(&r.name).map(|s| &s.version) != Some(&r.version)
+            })
+            .count();
+        self.state
+            .cache
+            .publish(gateways, resources.into_iter().map(|(_, r)| r));
+        self.state
+            .metrics
+            .credential_updates
+            .fetch_add(updates as u64, Ordering::Relaxed);
+        let known: HashSet<String> = model
+            .policies
+            .keys()
+            .map(|p| names::credential(p))
+            .collect();
+        let board = &self.state.board;
+        board.0.retain(|name, _| known.contains(name));
+        for (name, p) in &publications {
+            let (state, expires) = p.state();
+            board.set(&names::credential(name), state, expires);
+        }
     }
 
     /// Files holding credentials, to watch.
