@@ -25,6 +25,8 @@ pub struct ConfigStatus {
 pub struct Metrics {
     pub reloads_ok: AtomicU64,
     pub reloads_rejected: AtomicU64,
+    /// Credential values pushed with new content: first values, rotations, mints,
+    /// revocations and expiries, from every credential source.
     pub credential_updates: AtomicU64,
 }
 
@@ -35,6 +37,7 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub ready: AtomicBool,
     pub config_status: RwLock<ConfigStatus>,
+    /// Every credential's state (never its value), written by the engine's publisher.
     pub board: Arc<StatusBoard>,
     pub metrics: Metrics,
 }

@@ -84,7 +84,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         (
             "tessera_credential_updates_total",
             "counter",
-            "Credential rotations and revocations pushed.",
+            "Credential values pushed with new content (first values, rotations, mints, revocations, expiries).",
             m.credential_updates.load(Ordering::Relaxed),
         ),
         (

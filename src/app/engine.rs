@@ -1,18 +1,24 @@
 //! Applies a validated model: translation, credentials and the cache, the same for every source.
+//!
+//! Credential tasks publish values; the [`Publisher`] here is where they land: it turns each
+//! value into its Envoy resource (`translate::credential`), pushes it to the cache at once,
+//! counts it and records the credential's state.
 
 use super::AppState;
-use crate::credentials::{KeyState, Minters, StaticKeys};
+use crate::credentials::{Closed, Minters, Publication, Publish, StaticKeys, Ticket};
 use crate::model::Model;
-use crate::translate::{names, translate};
-use std::collections::HashSet;
+use crate::translate::{CredentialForm, credential, names, translate};
+use crate::xds::{GatewayConfig, Resource};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use tracing::{info, warn};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tracing::info;
 
 /// Owns the credential state that outlives one configuration.
 pub struct Engine {
     pub state: Arc<AppState>,
+    publisher: Arc<Publisher>,
     keys: StaticKeys,
     minters: Minters,
 }
@@ -20,11 +26,16 @@ pub struct Engine {
 impl Engine {
     /// An engine publishing into `state`; `http` is the client for identity providers.
     pub fn new(state: Arc<AppState>, http: reqwest::Client) -> Self {
-        let minters = Minters::new(state.cache.clone(), state.board.clone(), http);
+        let publisher = Arc::new(Publisher {
+            state: state.clone(),
+            inner: Mutex::default(),
+        });
+        let sink: Arc<dyn Publish> = publisher.clone();
         Self {
             state,
+            publisher,
             keys: StaticKeys::default(),
-            minters,
+            minters: Minters::new(sink, http),
         }
     }
 
@@ -32,26 +43,22 @@ impl Engine {
     /// tasks. A model equal to the served one publishes nothing (no churn in the fleet).
     pub fn apply(&mut self, model: &Model) {
         let gateways = translate(model);
-        let keys = StaticKeys::load(model);
-        let in_use: HashSet<String> = gateways
+        let referenced: HashSet<&String> = gateways
             .values()
-            .flat_map(|g| g.credentials.iter().cloned())
+            .flat_map(|g| g.credentials.iter())
             .collect();
-        let plan = self.minters.plan(model, &in_use);
-        let mut credentials = keys.resources();
-        credentials.extend(plan.placeholders.iter().cloned());
-        self.state.cache.publish(gateways, credentials);
-        self.minters.start(plan);
-        let policies: HashSet<String> = model
+        let in_use: HashSet<String> = model
             .policies
             .keys()
-            .map(|p| names::credential(p))
+            .filter(|p| referenced.contains(&names::credential(p)))
+            .cloned()
             .collect();
-        self.state.board.0.retain(|name, _| policies.contains(name));
-        for (name, key_state) in keys.states() {
-            self.state.record_static(name, key_state);
-        }
-        self.keys = keys;
+        let sink: Arc<dyn Publish> = self.publisher.clone();
+        self.keys.reload(model, &sink);
+        let plan = self.minters.plan(model, &in_use);
+        self.publish(model, gateways, &in_use, &plan.pending);
+        self.keys.start();
+        self.minters.start(plan);
         self.state
             .metrics
             .reloads_ok
@@ -65,9 +72,64 @@ impl Engine {
         );
     }
 
+    /// Publishes the gateways with the current value of every credential, atomically; `pending`
+    /// are minted credentials published failing closed until their first mint.
+    fn publish(
+        &self,
+        model: &Model,
+        gateways: HashMap<String, Arc<GatewayConfig>>,
+        in_use: &HashSet<String>,
+        pending: &[String],
+    ) {
+        // Held while the tasks' current values are read and published, so a task's newer
+        // value can never be overwritten by an older one read here.
+        let mut inner = self.publisher.lock();
+        inner.forms = model
+            .policies
+            .values()
+            .map(|p| (p.name.clone(), CredentialForm::of(p)))
+            .collect();
+        let mut publications = self.keys.publications();
+        publications.extend(
+            pending
+                .iter()
+                .map(|name| (name.clone(), Publication::Closed(Closed::Pending))),
+        );
+        let resources: Vec<(&String, Arc<Resource>)> = publications
+            .iter()
+            .filter_map(|(name, p)| Some((name, inner.resource(name, p)?)))
+            .collect();
+        let served = self.state.cache.state();
+        let updates = resources
+            .iter()
+            .filter(|(policy, r)| {
+                in_use.contains(*policy)
+                    && served.credentials.get(&r.name).map(|s| &s.version) != Some(&r.version)
+            })
+            .count();
+        self.state
+            .cache
+            .publish(gateways, resources.into_iter().map(|(_, r)| r));
+        self.state
+            .metrics
+            .credential_updates
+            .fetch_add(updates as u64, Ordering::Relaxed);
+        let known: HashSet<String> = model
+            .policies
+            .keys()
+            .map(|p| names::credential(p))
+            .collect();
+        let board = &self.state.board;
+        board.0.retain(|name, _| known.contains(name));
+        for (name, p) in &publications {
+            let (state, expires) = p.state();
+            board.set(&names::credential(name), state, expires);
+        }
+    }
+
     /// Files holding credentials, to watch.
     pub fn key_files(&self) -> Vec<PathBuf> {
-        self.keys.files().cloned().collect()
+        self.keys.files().map(Path::to_path_buf).collect()
     }
 
     /// Whether `path` holds a credential.
@@ -75,29 +137,87 @@ impl Engine {
         self.keys.files().any(|f| f == path)
     }
 
-    /// Re-reads a credential file and pushes what changed at once: credentials never wait
-    /// behind the configuration debounce.
+    /// Has the credentials stored in `path` re-read; what changed is pushed at once:
+    /// credentials never wait behind the configuration debounce.
     pub fn reread_key(&mut self, path: &Path) {
-        let changed = self.keys.reread(path);
-        if changed.is_empty() {
+        self.keys.reread(path);
+    }
+}
+
+/// Where credential values land: the cache, the metrics and the status board.
+struct Publisher {
+    state: Arc<AppState>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// How each policy's credential reaches Envoy, from the applied model.
+    forms: HashMap<String, CredentialForm>,
+    /// The current ticket of each credential's task.
+    tickets: HashMap<String, u64>,
+    next_ticket: u64,
+}
+
+impl Inner {
+    /// The resource a publication changes, if any (a failing refresh keeps what is served).
+    fn resource(&self, policy: &str, publication: &Publication) -> Option<Arc<Resource>> {
+        let material = match publication {
+            Publication::Serve { material, .. } => Some(material),
+            Publication::Closed(_) => None,
+            Publication::Failing { .. } => return None,
+        };
+        let form = self.forms.get(policy)?;
+        Some(credential::resource(
+            &names::credential(policy),
+            form,
+            material,
+        ))
+    }
+}
+
+impl Publisher {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Nothing in the critical sections can leave `Inner` half-updated.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Publish for Publisher {
+    fn register(&self, name: &str) -> Ticket {
+        let mut inner = self.lock();
+        inner.next_ticket += 1;
+        let ticket = inner.next_ticket;
+        inner.tickets.insert(name.to_owned(), ticket);
+        Ticket(ticket)
+    }
+
+    fn retire(&self, name: &str, ticket: Ticket) {
+        let mut inner = self.lock();
+        if inner.tickets.get(name) == Some(&ticket.0) {
+            inner.tickets.remove(name);
+        }
+    }
+
+    fn publish(&self, name: &str, ticket: Ticket, publication: Publication) {
+        let inner = self.lock();
+        if inner.tickets.get(name) != Some(&ticket.0) {
             return;
         }
-        let resources: Vec<_> = changed.iter().map(|(_, _, r)| r.clone()).collect();
-        self.state.cache.set_credentials(resources);
-        for (name, key_state, _) in &changed {
-            self.state.record_static(name, key_state);
+        if let Some(resource) = inner.resource(name, &publication)
+            && self.state.cache.set_credentials([resource])
+        {
             self.state
                 .metrics
                 .credential_updates
                 .fetch_add(1, Ordering::Relaxed);
-            match key_state {
-                KeyState::Present(_) => {
-                    info!(credential = %name, file = %path.display(), "credential rotated")
-                }
-                KeyState::Revoked(why) => {
-                    warn!(credential = %name, reason = %why, "credential revoked: its backends fail closed")
-                }
-            }
         }
+        let (state, expires) = publication.state();
+        self.state
+            .board
+            .set(&names::credential(name), state, expires);
     }
 }
+
+#[cfg(test)]
+mod tests;

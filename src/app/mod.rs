@@ -13,7 +13,6 @@
 //! | xDS server | the cache | ADS to Envoy (one task per stream) |
 //! | admin API | the cache, the stream registry, the status | `/healthz`, `/readyz`, `/status`, `/metrics` |
 
-use crate::credentials::KeyState;
 use crate::source::file::FileSource;
 use crate::source::key_files::KeyFileWatcher;
 use crate::source::kubernetes::{KubeSource, lease, status};
@@ -59,15 +58,6 @@ pub struct ServeOptions {
     pub insecure_xds: bool,
     /// How often every key file is re-read, whatever file events said.
     pub key_reread_interval: Duration,
-}
-
-impl AppState {
-    fn record_static(&self, name: &str, state: &KeyState) {
-        match state {
-            KeyState::Present(_) => self.board.set(name, "present", None, None),
-            KeyState::Revoked(why) => self.board.set(name, "revoked", Some(why.clone()), None),
-        }
-    }
 }
 
 /// Runs until interrupted.

@@ -1,33 +1,28 @@
-//! AWS: an OIDC token exchanged at STS `AssumeRoleWithWebIdentity` for temporary credentials,
-//! which become Envoy's SigV4 signer config (ECDS).
+//! AWS: an OIDC token exchanged at STS `AssumeRoleWithWebIdentity` for temporary credentials
+//! (which Envoy's SigV4 signer uses).
 //!
 //! The STS client is built from the policy alone — region, optional endpoint, no credential
 //! provider — so no ambient AWS credentials (environment, instance profile) are ever used:
 //! the call is anonymous, authenticated by the web identity token.
 
+use super::Material;
 use super::oidc::TokenGetter;
 use super::rotator::{ATTEMPT_TIMEOUT, MintError, Minted, Minter};
 use crate::model::{AwsKeys, SecretString, WebIdentity};
-use crate::translate::{deny_config, signer_config};
-use crate::xds::Resource;
 use aws_sdk_sts::config::{BehaviorVersion, Region, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 /// Mints credentials for one AWSCredentials policy.
 pub struct AwsMinter {
-    name: String,
-    region: String,
     identity: WebIdentity,
     token: TokenGetter,
     sts: aws_sdk_sts::Client,
 }
 
 impl AwsMinter {
-    /// A minter publishing under resource `name`.
+    /// A minter calling STS in `region` (or at `sts_endpoint`).
     pub fn new(
-        name: String,
         region: String,
         sts_endpoint: Option<String>,
         identity: WebIdentity,
@@ -35,7 +30,7 @@ impl AwsMinter {
     ) -> Self {
         let mut config = aws_sdk_sts::Config::builder()
             .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region.clone()))
+            .region(Region::new(region))
             // The refresh loop owns retries and backoff; one attempt per call here.
             .retry_config(RetryConfig::disabled())
             .timeout_config(
@@ -47,8 +42,6 @@ impl AwsMinter {
             config = config.endpoint_url(endpoint);
         }
         Self {
-            name,
-            region,
             token: TokenGetter::new(identity.token.clone(), http),
             identity,
             sts: aws_sdk_sts::Client::from_conf(config.build()),
@@ -80,13 +73,9 @@ impl Minter for AwsMinter {
             session_token: Some(SecretString::new(creds.session_token())),
         };
         Ok(Minted {
-            resource: signer_config(&self.name, &self.region, &keys),
+            material: Material::Aws(keys),
             expires_at,
         })
-    }
-
-    fn deny(&self) -> Arc<Resource> {
-        deny_config(&self.name)
     }
 }
 

@@ -1,15 +1,14 @@
-//! Azure: Entra ID access tokens for Azure OpenAI, pushed as `Authorization: Bearer` secrets.
+//! Azure: Entra ID access tokens for Azure OpenAI (sent as `Authorization: Bearer`).
 //!
 //! `azure_identity` credentials cache their token and hand the cached one back until shortly
 //! before expiry, so a refresh that reused one would "succeed" with the old token. Every mint
 //! builds a fresh credential object: each refresh is a real token request.
 
+use super::Material;
 use super::oidc::TokenGetter;
 use super::rotator::{MintError, Minted, Minter};
 use super::static_key::read_secret;
 use crate::model::{AzureAuth, AzureCredentials, SecretString};
-use crate::translate::generic_secret;
-use crate::xds::Resource;
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{Secret, TokenCredential};
 use azure_core::http::{ClientMethodOptions, ClientOptions, RetryOptions, Transport};
@@ -22,29 +21,24 @@ use std::time::SystemTime;
 
 /// Mints tokens for one AzureCredentials policy.
 pub struct AzureMinter {
-    name: String,
     spec: AzureCredentials,
     transport: Transport,
     assertion: Option<TokenGetter>,
 }
 
 impl AzureMinter {
-    /// A minter publishing under resource `name`; fails if the extra CA is unusable.
-    pub fn new(
-        name: String,
-        spec: AzureCredentials,
-        http: reqwest::Client,
-    ) -> Result<Self, MintError> {
+    /// A minter for `spec`; fails if the extra CA is unusable.
+    pub fn new(spec: AzureCredentials, http: reqwest::Client) -> Result<Self, MintError> {
         let client = match &spec.ca_pem {
             // The authority's own CA (a private sovereign cloud, tests) beside the system roots.
             Some(pem) => {
                 let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                    .map_err(|e| MintError::Token(format!("caFile: {e}")))?;
+                    .map_err(|e| MintError::Setup(format!("caFile: {e}")))?;
                 reqwest::Client::builder()
                     .tls_certs_merge(certs)
                     .timeout(super::rotator::ATTEMPT_TIMEOUT)
                     .build()
-                    .map_err(|e| MintError::Token(format!("HTTP client: {e}")))?
+                    .map_err(|e| MintError::Setup(format!("HTTP client: {e}")))?
             }
             None => http.clone(),
         };
@@ -53,7 +47,6 @@ impl AzureMinter {
             AzureAuth::ClientSecret(_) => None,
         };
         Ok(Self {
-            name,
             spec,
             transport: Transport::new(Arc::new(client)),
             assertion,
@@ -86,7 +79,7 @@ impl ClientAssertion for Assertion {
 
 fn entra_error(e: azure_core::Error) -> MintError {
     // azure_identity's messages carry Entra's AADSTS code and description, never the secret.
-    MintError::Token(format!("Entra ID: {e}"))
+    MintError::Entra(e.to_string())
 }
 
 impl Minter for AzureMinter {
@@ -94,8 +87,7 @@ impl Minter for AzureMinter {
         let scopes = [self.spec.scope.as_str()];
         let credential: Arc<dyn TokenCredential> = match &self.spec.auth {
             AzureAuth::ClientSecret(source) => {
-                let secret = read_secret(source)
-                    .map_err(|e| MintError::Token(format!("client secret: {e}")))?;
+                let secret = read_secret(source).map_err(MintError::ClientSecret)?;
                 let options = ClientSecretCredentialOptions {
                     client_options: self.client_options(),
                 };
@@ -110,7 +102,7 @@ impl Minter for AzureMinter {
             AzureAuth::Federated(_) => {
                 let token = match self.assertion.as_mut() {
                     Some(getter) => getter.get().await?,
-                    None => return Err(MintError::Token("no assertion source".into())),
+                    None => return Err(MintError::Setup("no assertion source".into())),
                 };
                 let options = ClientAssertionCredentialOptions {
                     client_options: self.client_options(),
@@ -130,12 +122,8 @@ impl Minter for AzureMinter {
             .map_err(entra_error)?;
         let value = SecretString::new(token.token.secret());
         Ok(Minted {
-            resource: generic_secret(&self.name, Some(&value)),
+            material: Material::Bearer(value),
             expires_at: SystemTime::from(token.expires_on),
         })
-    }
-
-    fn deny(&self) -> Arc<Resource> {
-        generic_secret(&self.name, None)
     }
 }

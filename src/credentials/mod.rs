@@ -1,162 +1,182 @@
 //! Credentials: where each security policy's secret material comes from and how it stays fresh.
 //!
-//! Long-lived material (`static_key`) is read when the config loads and when its file
-//! changes. Short-lived material is minted by one `rotator` task per credential (`aws`,
-//! `azure`).
+//! Every credential, named by its security policy, has one task that publishes *values*
+//! through [`Publish`]: material with its expiry, "still served but failing", or why nothing
+//! is served. Nothing here knows what Envoy receives; `app` turns each [`Publication`] into a
+//! resource, a status and a metric.
+//!
+//! * `static_key` reads long-lived material (files, Secret documents, AWS credentials files)
+//!   and tells a deleted or empty key (revoked at once) from a transient read error.
+//! * `reader` runs one task per credential file: re-reads it when told, retries transient
+//!   errors with backoff while the last good value keeps serving.
+//! * `minters` starts one `supervisor` per short-lived credential; the supervisor owns the
+//!   expiry timer and restarts the `rotator` task, which mints (`aws`, `azure`, with `oidc`
+//!   tokens) and schedules refreshes.
+//! * `status` holds the typed states the admin API and Kubernetes status show.
 
 pub mod aws;
 pub mod azure;
+pub mod minters;
 pub mod oidc;
+pub mod reader;
 pub mod rotator;
 pub mod static_key;
 pub mod status;
+pub mod supervisor;
 
-pub use static_key::{KeyState, Material, StaticKeys};
-pub use status::{CredentialStatus, StatusBoard};
+pub use minters::{Minters, Plan};
+pub use reader::StaticKeys;
+pub use status::{Closed, CredentialState, CredentialStatus, Revocation, StatusBoard};
 
-use crate::model::{AwsSource, Model, PolicyKind};
-use crate::translate::{deny_config, generic_secret, names};
-use crate::xds::{Cache, Resource};
-use std::collections::{HashMap, HashSet};
+use crate::model::{AwsKeys, SecretString};
 use std::sync::Arc;
-use tokio::task::JoinHandle;
+use std::time::SystemTime;
 
-/// The running refresh tasks, one per short-lived credential.
-pub struct Minters {
-    cache: Arc<Cache>,
-    board: Arc<StatusBoard>,
-    http: reqwest::Client,
-    tasks: HashMap<String, (PolicyKind, JoinHandle<()>)>,
+/// Credential material; every secret part redacts itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Material {
+    /// A long-lived API key.
+    ApiKey(SecretString),
+    /// A short-lived bearer token (Entra ID).
+    Bearer(SecretString),
+    /// AWS keys (long-lived or STS).
+    Aws(AwsKeys),
 }
 
-/// What a configuration change means for the refresh tasks.
-pub struct Plan {
-    /// Deny placeholders for credentials not served yet: publish them with the clusters that
-    /// reference them, so a cluster never waits for its credential (and never forwards without).
-    pub placeholders: Vec<Arc<Resource>>,
-    start: Vec<(String, PolicyKind)>,
+/// What a credential task reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Publication {
+    /// Serve `material` from now on.
+    Serve {
+        material: Material,
+        expires: Option<SystemTime>,
+    },
+    /// Keep serving the last material: obtaining a new one failed and is retried.
+    Failing {
+        error: String,
+        expires: Option<SystemTime>,
+    },
+    /// Serve nothing: the credential's backends fail closed.
+    Closed(Closed),
 }
 
-impl Minters {
-    /// No tasks yet; `http` is used for OIDC grants.
-    pub fn new(cache: Arc<Cache>, board: Arc<StatusBoard>, http: reqwest::Client) -> Self {
+impl Publication {
+    /// The state this publication puts the credential in, and its expiry.
+    pub fn state(&self) -> (CredentialState, Option<SystemTime>) {
+        match self {
+            Self::Serve { expires, .. } => (CredentialState::Present, *expires),
+            Self::Failing { error, expires } => (CredentialState::Failing(error.clone()), *expires),
+            Self::Closed(c) => (CredentialState::Closed(c.clone()), None),
+        }
+    }
+}
+
+/// Identifies the one task allowed to publish for a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ticket(pub u64);
+
+/// Where credential tasks publish; the app connects it to the cache, metrics and status.
+pub trait Publish: Send + Sync + 'static {
+    /// Makes the caller the only task that speaks for policy `name`'s credential:
+    /// publications made with any earlier ticket for it are ignored from now on (a replaced
+    /// task may still be finishing on another thread).
+    fn register(&self, name: &str) -> Ticket;
+    /// Ends `ticket`'s right to publish, if it is still the current one for `name` (a task
+    /// stopped for good; a successor of another kind may already have registered).
+    fn retire(&self, name: &str, ticket: Ticket);
+    /// Publishes a change of policy `name`'s credential, unless `ticket` was superseded.
+    fn publish(&self, name: &str, ticket: Ticket, publication: Publication);
+}
+
+/// One task's handle for publishing its credential.
+#[derive(Clone)]
+pub struct Outlet {
+    name: Arc<str>,
+    ticket: Ticket,
+    sink: Arc<dyn Publish>,
+}
+
+impl Outlet {
+    /// Registers a new task for policy `name`'s credential with `sink`.
+    pub fn register(sink: &Arc<dyn Publish>, name: &str) -> Self {
         Self {
-            cache,
-            board,
-            http,
-            tasks: HashMap::new(),
+            name: name.into(),
+            ticket: sink.register(name),
+            sink: sink.clone(),
         }
     }
 
-    /// Stops tasks whose policy is gone, changed or no longer used by any gateway (`in_use`
-    /// holds the credential names some gateway references); returns what to publish and start.
-    pub fn plan(&mut self, model: &Model, in_use: &HashSet<String>) -> Plan {
-        let mut wanted: HashMap<String, PolicyKind> = HashMap::new();
-        for policy in model.policies.values() {
-            // Nobody would receive it: do not spend STS or Entra calls on it.
-            if !in_use.contains(&names::credential(&policy.name)) {
-                continue;
-            }
-            let minted = match &policy.kind {
-                PolicyKind::Aws(aws) => matches!(aws.source, AwsSource::WebIdentity(_)),
-                PolicyKind::Azure(_) => true,
-                PolicyKind::ApiKey(_) => false,
-            };
-            if minted {
-                wanted.insert(names::credential(&policy.name), policy.kind.clone());
-            }
-        }
-        self.tasks.retain(|name, (spec, task)| {
-            let keep = wanted.get(name) == Some(spec);
-            if !keep {
-                task.abort();
-            }
-            keep
-        });
-        let served = self.cache.state();
-        let mut plan = Plan {
-            placeholders: Vec::new(),
-            start: Vec::new(),
-        };
-        for (name, spec) in wanted {
-            if self.tasks.contains_key(&name) {
-                continue;
-            }
-            // A restarted task keeps serving the old credential until its first mint.
-            if self.board.live_expiry(&name).is_none() || !served.credentials.contains_key(&name) {
-                plan.placeholders.push(match spec {
-                    PolicyKind::Aws(_) => deny_config(&name),
-                    _ => generic_secret(&name, None),
-                });
-                self.board.set(&name, "pending", None, None);
-            }
-            plan.start.push((name, spec));
-        }
-        plan
+    /// The policy whose credential this is.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
-    /// Starts the planned tasks; call after the placeholders were published.
-    pub fn start(&mut self, plan: Plan) {
-        for (name, spec) in plan.start {
-            let serving_until = self.board.live_expiry(&name);
-            let task = match &spec {
-                PolicyKind::Aws(aws) => {
-                    let AwsSource::WebIdentity(identity) = aws.source.clone() else {
-                        continue;
-                    };
-                    let minter = aws::AwsMinter::new(
-                        name.clone(),
-                        aws.region.clone(),
-                        aws.sts_endpoint.clone(),
-                        identity,
-                        self.http.clone(),
-                    );
-                    self.spawn(&name, aws.refresh, minter, serving_until)
-                }
-                PolicyKind::Azure(azure) => {
-                    match azure::AzureMinter::new(
-                        name.clone(),
-                        (**azure).clone(),
-                        self.http.clone(),
-                    ) {
-                        Ok(minter) => self.spawn(&name, azure.refresh, minter, serving_until),
-                        Err(e) => {
-                            tracing::error!(credential = %name, error = %e, "cannot start refreshing");
-                            self.board
-                                .set(&name, "unavailable", Some(e.to_string()), None);
-                            continue;
-                        }
-                    }
-                }
-                PolicyKind::ApiKey(_) => continue,
-            };
-            self.tasks.insert(name, (spec, task));
-        }
+    /// Ends this task's right to publish (see [`Publish::retire`]).
+    pub fn retire(&self) {
+        self.sink.retire(&self.name, self.ticket);
     }
 
-    fn spawn<M: rotator::Minter>(
-        &self,
-        name: &str,
-        policy: crate::model::RefreshPolicy,
-        minter: M,
-        serving_until: Option<std::time::SystemTime>,
-    ) -> JoinHandle<()> {
-        let rotator = rotator::Rotator {
-            name: name.to_owned(),
-            policy,
-            minter,
-            cache: self.cache.clone(),
-            board: self.board.clone(),
-            serving_until,
-        };
-        tokio::spawn(rotator.run())
+    /// Publishes a change.
+    pub fn publish(&self, publication: Publication) {
+        self.sink.publish(&self.name, self.ticket, publication);
     }
 }
 
-impl Drop for Minters {
-    fn drop(&mut self) {
-        for (_, task) in self.tasks.values() {
-            task.abort();
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A sink that records what is published, with the (paused) tokio time of each.
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use tokio::time::Instant;
+
+    #[derive(Default)]
+    pub struct Recorder {
+        tickets: Mutex<HashMap<String, u64>>,
+        pub log: Mutex<Vec<(Instant, String, Publication)>>,
+    }
+
+    impl Recorder {
+        pub fn new() -> Arc<Self> {
+            Arc::new(Self::default())
+        }
+
+        pub fn sink(self: &Arc<Self>) -> Arc<dyn Publish> {
+            self.clone()
+        }
+
+        /// Every publication so far, with its time.
+        pub fn take(&self) -> Vec<(Instant, Publication)> {
+            std::mem::take(&mut *self.log.lock().unwrap())
+                .into_iter()
+                .map(|(t, _, p)| (t, p))
+                .collect()
+        }
+    }
+
+    impl Publish for Recorder {
+        fn register(&self, name: &str) -> Ticket {
+            let mut t = self.tickets.lock().unwrap();
+            let n = t.entry(name.to_owned()).or_default();
+            *n += 1;
+            Ticket(*n)
+        }
+
+        fn retire(&self, name: &str, ticket: Ticket) {
+            let mut t = self.tickets.lock().unwrap();
+            if t.get(name) == Some(&ticket.0) {
+                t.insert(name.to_owned(), 0);
+            }
+        }
+
+        fn publish(&self, name: &str, ticket: Ticket, publication: Publication) {
+            if self.tickets.lock().unwrap().get(name) != Some(&ticket.0) {
+                return;
+            }
+            self.log
+                .lock()
+                .unwrap()
+                .push((Instant::now(), name.to_owned(), publication));
         }
     }
 }

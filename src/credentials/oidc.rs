@@ -44,17 +44,14 @@ impl TokenGetter {
     /// (the token is used once, for one exchange).
     pub async fn get(&mut self) -> Result<SecretString, MintError> {
         match self.source.clone() {
-            TokenSource::File(path) => {
-                read_key_file(&path).map_err(|e| MintError::Token(format!("token file {e}")))
-            }
+            TokenSource::File(path) => read_key_file(&path).map_err(MintError::TokenFile),
             TokenSource::Oidc(client) => self.grant(&client).await,
         }
     }
 
     async fn grant(&mut self, client: &OidcClient) -> Result<SecretString, MintError> {
         let endpoint = self.endpoint(&client.endpoint).await?;
-        let secret = read_secret(&client.client_secret)
-            .map_err(|e| MintError::Token(format!("client secret: {e}")))?;
+        let secret = read_secret(&client.client_secret).map_err(MintError::ClientSecret)?;
         let mut form = vec![
             ("grant_type", "client_credentials".to_owned()),
             ("client_id", client.client_id.clone()),
@@ -70,18 +67,18 @@ impl TokenGetter {
             .form(&form)
             .send()
             .await
-            .map_err(|e| MintError::Token(format!("{endpoint}: {}", without_url(&e))))?;
+            .map_err(|e| MintError::Oidc(format!("{endpoint}: {}", without_url(&e))))?;
         let status = response.status();
         if !status.is_success() {
             let err: TokenError = response.json().await.unwrap_or_default();
-            return Err(MintError::Token(format!(
+            return Err(MintError::Oidc(format!(
                 "{endpoint} answered {status}: {} {}",
                 err.error.unwrap_or_default(),
                 err.error_description.unwrap_or_default()
             )));
         }
         let body: TokenResponse = response.json().await.map_err(|e| {
-            MintError::Token(format!(
+            MintError::Oidc(format!(
                 "{endpoint}: unreadable token response: {}",
                 without_url(&e)
             ))
@@ -91,7 +88,7 @@ impl TokenGetter {
             .filter(|t| !t.is_empty())
             .map(SecretString::new)
             .ok_or_else(|| {
-                MintError::Token(format!(
+                MintError::Oidc(format!(
                     "{endpoint}: no access_token or id_token in the response"
                 ))
             })
@@ -115,10 +112,10 @@ impl TokenGetter {
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| MintError::Token(format!("discovery at {url}: {}", without_url(&e))))?
+            .map_err(|e| MintError::Oidc(format!("discovery at {url}: {}", without_url(&e))))?
             .json()
             .await
-            .map_err(|e| MintError::Token(format!("discovery at {url}: {}", without_url(&e))))?;
+            .map_err(|e| MintError::Oidc(format!("discovery at {url}: {}", without_url(&e))))?;
         self.token_endpoint = Some(discovery.token_endpoint.clone());
         Ok(discovery.token_endpoint)
     }

@@ -1,22 +1,23 @@
-//! The refresh loop shared by every short-lived credential (AWS STS now, Azure next).
+//! The refresh loop shared by every short-lived credential, and its timing rules.
 //!
-//! One task per credential, so a slow or hanging provider never delays another. The loop
-//! mints, publishes, sleeps until shortly before expiry (with jitter), and on failure retries
-//! with exponential backoff while the still-valid credential keeps serving. When a credential
-//! expires with nothing to replace it, the deny resource is published: fail closed.
+//! The loop mints, reports the result to its supervisor, sleeps until shortly before expiry
+//! (with jitter), and on failure retries with exponential backoff. It neither publishes nor
+//! enforces expiry: the supervisor does both, so a loop that hangs, returns or panics can never
+//! leave an expired credential in use.
 
-use super::status::StatusBoard;
+use super::Material;
+use super::static_key::ReadError;
 use crate::model::RefreshPolicy;
-use crate::xds::{Cache, Resource};
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{info, warn};
 
-/// A freshly minted credential, ready to publish.
+/// A freshly minted credential.
+#[derive(Debug)]
 pub struct Minted {
-    pub resource: Arc<Resource>,
+    pub material: Material,
+    /// When the provider says it expires.
     pub expires_at: SystemTime,
 }
 
@@ -24,9 +25,18 @@ pub struct Minted {
 #[derive(Debug, thiserror::Error)]
 pub enum MintError {
     #[error("OIDC token: {0}")]
-    Token(String),
+    Oidc(String),
+    #[error("token file: {0}")]
+    TokenFile(ReadError),
+    #[error("client secret: {0}")]
+    ClientSecret(ReadError),
+    #[error("Entra ID: {0}")]
+    Entra(String),
     #[error("STS: {0}")]
     Sts(String),
+    /// The minter cannot be built (an unusable CA file, an HTTP client that cannot start).
+    #[error("{0}")]
+    Setup(String),
     #[error("the provider returned a credential that is already expired")]
     AlreadyExpired,
     #[error("no answer within {0:?}")]
@@ -37,8 +47,6 @@ pub enum MintError {
 pub trait Minter: Send + 'static {
     /// Obtains a new credential from the provider.
     fn mint(&mut self) -> impl Future<Output = Result<Minted, MintError>> + Send;
-    /// The resource that refuses requests, published at expiry.
-    fn deny(&self) -> Arc<Resource>;
 }
 
 /// Stop using a credential this long before it expires (at most a tenth of its lifetime): a
@@ -50,6 +58,8 @@ pub fn expiry_margin(lifetime: Duration) -> Duration {
 /// How long one mint attempt may take before it counts as failed.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// A credential with less life left than this is not worth publishing.
+const MIN_LIFETIME: Duration = Duration::from_millis(100);
 
 /// How long to wait before renewing a credential that has `remaining` of its `lifetime` left:
 /// `beforeExpiry` early (at most half the lifetime), minus up to `jitter` (at most a quarter).
@@ -75,113 +85,78 @@ pub fn backoff(failures: u32, max: Duration, jitter_fraction: f64) -> Duration {
     base / 2 + (base / 2).mul_f64(jitter_fraction.clamp(0.0, 1.0))
 }
 
-/// Runs the refresh loop of one credential until the task is aborted.
-pub struct Rotator<M> {
-    pub name: String,
-    pub policy: RefreshPolicy,
-    pub minter: M,
-    pub cache: Arc<Cache>,
-    pub board: Arc<StatusBoard>,
-    /// Expiry of the credential already being served (when a task is restarted).
-    pub serving_until: Option<SystemTime>,
+/// What the refresh loop tells its supervisor after each attempt.
+#[derive(Debug)]
+pub enum Report {
+    Minted {
+        material: Material,
+        /// When it was minted, and the life it had left then: the expiry timer starts there.
+        at: Instant,
+        lifetime: Duration,
+        expires_at: SystemTime,
+        /// When the loop will mint the next one.
+        refresh_in: Duration,
+    },
+    Failed {
+        error: MintError,
+        attempt: u32,
+        retry_in: Duration,
+    },
 }
 
-impl<M: Minter> Rotator<M> {
-    /// The loop; never returns.
-    pub async fn run(self) {
-        let Rotator {
-            name,
-            policy,
-            mut minter,
-            cache,
-            board,
-            serving_until,
-        } = self;
-        let deny = minter.deny();
-        let fail_closed = |expires: &mut Option<SystemTime>, why: &str| {
-            *expires = None;
-            cache.set_credentials([deny.clone()]);
-            board.set(&name, "expired", Some(why.to_owned()), None);
-            warn!(credential = %name, reason = why, "credential expired: its backends fail closed until a refresh succeeds");
-        };
-        // `expires` is when this credential stops being served: its expiry minus the margin.
-        let mut expires = serving_until
-            .map(|e| e - Duration::from_secs(2))
-            .filter(|e| *e > SystemTime::now());
-        let mut ever_served = expires.is_some();
-        let mut real_expiry = serving_until;
-        let mut failures = 0u32;
-        loop {
-            let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, minter.mint());
-            tokio::pin!(attempt);
-            // The attempt may hang; the current credential must still stop at its expiry.
-            let result = loop {
-                tokio::select! {
-                    r = &mut attempt => break r.unwrap_or(Err(MintError::Timeout(ATTEMPT_TIMEOUT))),
-                    () = sleep_until_system(expires) => fail_closed(&mut expires, "expired while a refresh was in flight"),
-                }
-            };
-            let next = match result {
-                Ok(minted)
-                    if minted.expires_at > SystemTime::now() + Duration::from_millis(100) =>
-                {
-                    let now = SystemTime::now();
-                    let lifetime = minted.expires_at.duration_since(now).unwrap_or_default();
-                    cache.set_credentials([minted.resource]);
-                    expires = Some(minted.expires_at - expiry_margin(lifetime));
-                    real_expiry = Some(minted.expires_at);
-                    ever_served = true;
-                    failures = 0;
-                    board.set(&name, "present", None, Some(minted.expires_at));
-                    let delay = refresh_delay(lifetime, lifetime, &policy, fastrand::f64());
-                    info!(credential = %name, expires_in_s = lifetime.as_secs(), refresh_in_ms = delay.as_millis() as u64, "credential minted and pushed");
-                    delay
-                }
-                other => {
-                    let error = match other {
-                        Ok(_) => MintError::AlreadyExpired,
-                        Err(e) => e,
-                    };
-                    failures += 1;
-                    let delay = backoff(failures, policy.max_backoff, fastrand::f64());
-                    let valid = expires.is_some();
-                    warn!(
-                        credential = %name,
-                        error = %error,
-                        attempt = failures,
-                        retry_in_ms = delay.as_millis() as u64,
-                        still_serving_valid_credential = valid,
-                        "credential refresh failed"
-                    );
-                    let state = match (valid, ever_served) {
-                        (true, _) => "failing",
-                        (false, true) => "expired",
-                        (false, false) => "unavailable",
-                    };
-                    let shown = expires.and(real_expiry);
-                    board.set(&name, state, Some(error.to_string()), shown);
-                    delay
-                }
-            };
-            let wake = Instant::now() + next;
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep_until(wake) => break,
-                    () = sleep_until_system(expires) => fail_closed(&mut expires, "expired and could not be refreshed"),
-                }
+/// Mints, reports and waits, until the supervisor stops listening.
+pub async fn refresh_loop<M: Minter>(
+    mut minter: M,
+    policy: RefreshPolicy,
+    reports: mpsc::Sender<Report>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let result = tokio::time::timeout(ATTEMPT_TIMEOUT, minter.mint())
+            .await
+            .unwrap_or(Err(MintError::Timeout(ATTEMPT_TIMEOUT)));
+        // Provider expiries are wall-clock times; from here on only durations and tokio
+        // instants are used (so paused time in tests moves every timer).
+        let at = Instant::now();
+        let result = result.and_then(|m| {
+            let lifetime = m
+                .expires_at
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            if lifetime < MIN_LIFETIME {
+                Err(MintError::AlreadyExpired)
+            } else {
+                Ok((m, lifetime))
             }
+        });
+        let (report, wait) = match result {
+            Ok((minted, lifetime)) => {
+                failures = 0;
+                let refresh_in = refresh_delay(lifetime, lifetime, &policy, fastrand::f64());
+                let report = Report::Minted {
+                    material: minted.material,
+                    at,
+                    lifetime,
+                    expires_at: minted.expires_at,
+                    refresh_in,
+                };
+                (report, refresh_in)
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                let retry_in = backoff(failures, policy.max_backoff, fastrand::f64());
+                let report = Report::Failed {
+                    error,
+                    attempt: failures,
+                    retry_in,
+                };
+                (report, retry_in)
+            }
+        };
+        if reports.send(report).await.is_err() {
+            return;
         }
-    }
-}
-
-/// Sleeps until a wall-clock time; forever when there is none.
-async fn sleep_until_system(at: Option<SystemTime>) {
-    match at {
-        Some(t) => {
-            let left = t.duration_since(SystemTime::now()).unwrap_or_default();
-            tokio::time::sleep(left).await
-        }
-        None => std::future::pending().await,
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -236,6 +211,18 @@ mod tests {
         assert_eq!(
             backoff(30, Duration::from_secs(1), 0.0),
             Duration::from_millis(500)
+        );
+    }
+
+    #[test]
+    fn the_margin_is_a_tenth_of_the_lifetime_at_most_two_seconds() {
+        assert_eq!(
+            expiry_margin(Duration::from_secs(10)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            expiry_margin(Duration::from_secs(3600)),
+            Duration::from_secs(2)
         );
     }
 }

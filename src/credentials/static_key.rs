@@ -2,112 +2,127 @@
 //! credentials file.
 //!
 //! Material that is gone (file deleted or empty, Secret or key removed, profile missing) is a
-//! revocation: an API key is published as an empty secret (Envoy answers 401), AWS keys as the
-//! deny config (403); never as a removal, which Envoy would ignore.
+//! revocation, decided at once. Any other read failure (EACCES while a volume is swapped,
+//! EMFILE, EIO, …) is transient: the caller retries before treating it as a revocation.
 
-use crate::model::{AwsKeys, AwsSource, KeySource, Model, PolicyKind, SecretString};
-use crate::translate::{deny_config, generic_secret, names, signer_config};
-use crate::xds::Resource;
+use super::{Material, Revocation};
+use crate::model::{AwsKeys, AwsSource, KeySource, PolicyKind, SecretString, SecurityPolicy};
 use std::collections::BTreeMap;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use tracing::warn;
 
-/// The current material of one credential, or why there is none.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyState {
-    Present(Material),
-    Revoked(String),
+/// Why a read gave no material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The material is gone.
+    #[error(transparent)]
+    Revoked(#[from] Revocation),
+    /// The read failed in a way that may pass.
+    #[error("{} is unreadable: {error}", path.display())]
+    Transient { path: PathBuf, error: String },
 }
 
-/// Credential material; every secret part redacts itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Material {
-    ApiKey(SecretString),
-    Aws(AwsKeys),
-}
+/// The outcome of one read of a long-lived credential.
+pub type Read = Result<Material, ReadError>;
 
 /// Where a long-lived credential is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Source {
+pub enum Source {
     ApiKey(KeySource),
-    AwsFile {
-        path: PathBuf,
-        profile: String,
-        region: String,
-    },
+    AwsFile { path: PathBuf, profile: String },
 }
 
 impl Source {
-    fn file(&self) -> Option<&PathBuf> {
-        match self {
-            Source::ApiKey(KeySource::File(p)) | Source::AwsFile { path: p, .. } => Some(p),
-            Source::ApiKey(KeySource::Secret { .. }) => None,
+    /// The source of `policy`'s credential, if it is long-lived.
+    pub fn of(policy: &SecurityPolicy) -> Option<Self> {
+        match &policy.kind {
+            PolicyKind::ApiKey(k) => Some(Self::ApiKey(k.source.clone())),
+            PolicyKind::Aws(aws) => match &aws.source {
+                AwsSource::CredentialsFile { path, profile } => Some(Self::AwsFile {
+                    path: path.clone(),
+                    profile: profile.clone(),
+                }),
+                AwsSource::WebIdentity(_) => None,
+            },
+            PolicyKind::Azure(_) => None,
         }
     }
 
-    fn read(&self) -> KeyState {
+    /// The file it lives in, if any.
+    pub fn file(&self) -> Option<&Path> {
         match self {
-            Source::ApiKey(source) => match read_secret(source) {
-                Ok(v) => KeyState::Present(Material::ApiKey(v)),
-                Err(why) => KeyState::Revoked(why),
-            },
-            Source::AwsFile { path, profile, .. } => match read_aws_credentials_file(path, profile)
-            {
-                Ok(keys) => KeyState::Present(Material::Aws(keys)),
-                Err(why) => KeyState::Revoked(why),
-            },
+            Self::ApiKey(KeySource::File(p)) | Self::AwsFile { path: p, .. } => Some(p),
+            Self::ApiKey(KeySource::Secret { .. }) => None,
         }
     }
 
-    fn resource(&self, name: &str, state: &KeyState) -> Arc<Resource> {
-        match (self, state) {
-            (Source::ApiKey(_), KeyState::Present(Material::ApiKey(v))) => {
-                generic_secret(name, Some(v))
+    /// Reads the material now.
+    pub fn read(&self) -> Read {
+        match self {
+            Self::ApiKey(source) => read_secret(source).map(Material::ApiKey),
+            Self::AwsFile { path, profile } => {
+                read_aws_credentials_file(path, profile).map(Material::Aws)
             }
-            (Source::AwsFile { region, .. }, KeyState::Present(Material::Aws(keys))) => {
-                signer_config(name, region, keys)
-            }
-            (Source::ApiKey(_), _) => generic_secret(name, None),
-            (Source::AwsFile { .. }, _) => deny_config(name),
         }
     }
 }
 
-/// Reads a secret value: a file's trimmed content or a Secret document's key; missing or
-/// empty is an error (the caller decides whether that is a revocation).
-pub fn read_secret(source: &KeySource) -> Result<SecretString, String> {
+/// Reads a secret value: a file's trimmed content or a Secret document's key.
+pub fn read_secret(source: &KeySource) -> Result<SecretString, ReadError> {
     match source {
         KeySource::File(path) => read_key_file(path),
         KeySource::Secret { name, key, value } => match value {
             Some(v) if !v.is_empty() => Ok(v.clone()),
-            Some(_) => Err(format!("key {key:?} of Secret {name:?} is empty")),
-            None => Err(format!("Secret {name:?} or its key {key:?} does not exist")),
+            Some(_) => Err(Revocation::SecretKeyEmpty {
+                secret: name.clone(),
+                key: key.clone(),
+            }
+            .into()),
+            None => Err(Revocation::SecretMissing {
+                secret: name.clone(),
+                key: key.clone(),
+            }
+            .into()),
         },
     }
 }
 
-/// Reads a key file: trimmed content; missing or empty is an error.
-pub fn read_key_file(path: &Path) -> Result<SecretString, String> {
-    match std::fs::read_to_string(path) {
-        Ok(content) => {
-            let key = SecretString::new(content);
-            if key.is_empty() {
-                Err(format!("{} is empty", path.display()))
-            } else {
-                Ok(key)
-            }
+/// Reads a key file: its trimmed content.
+pub fn read_key_file(path: &Path) -> Result<SecretString, ReadError> {
+    let key = SecretString::new(read_text(path)?);
+    if key.is_empty() {
+        Err(Revocation::FileEmpty(path.to_owned()).into())
+    } else {
+        Ok(key)
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, ReadError> {
+    std::fs::read_to_string(path).map_err(|e| classify(path, &e))
+}
+
+/// A missing file (or a path through something that is no longer a directory) is gone;
+/// content that is not text will not become text by waiting; anything else may pass.
+fn classify(path: &Path, e: &std::io::Error) -> ReadError {
+    match e.kind() {
+        ErrorKind::NotFound | ErrorKind::NotADirectory => {
+            Revocation::FileMissing(path.to_owned()).into()
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(format!("{} does not exist", path.display()))
+        ErrorKind::InvalidData => Revocation::FileUnreadable {
+            path: path.to_owned(),
+            error: "not UTF-8 text".to_owned(),
         }
-        Err(e) => Err(format!("{} is unreadable: {e}", path.display())),
+        .into(),
+        _ => ReadError::Transient {
+            path: path.to_owned(),
+            error: e.to_string(),
+        },
     }
 }
 
 /// Reads one profile of a standard AWS credentials file (INI).
-pub fn read_aws_credentials_file(path: &Path, profile: &str) -> Result<AwsKeys, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn read_aws_credentials_file(path: &Path, profile: &str) -> Result<AwsKeys, ReadError> {
+    let text = read_text(path)?;
     let mut in_profile = false;
     let mut values: BTreeMap<String, String> = BTreeMap::new();
     for line in text.lines() {
@@ -131,82 +146,11 @@ pub fn read_aws_credentials_file(path: &Path, profile: &str) -> Result<AwsKeys, 
             secret_access_key: SecretString::new(secret),
             session_token: get("aws_session_token").map(SecretString::new),
         }),
-        _ => Err(format!(
-            "{}: profile {profile:?} has no aws_access_key_id and aws_secret_access_key",
-            path.display()
-        )),
-    }
-}
-
-/// Every long-lived credential of a model, and the files they come from.
-#[derive(Debug, Default)]
-pub struct StaticKeys {
-    /// Resource name → source.
-    sources: BTreeMap<String, Source>,
-    /// Resource name → last state read.
-    states: BTreeMap<String, KeyState>,
-}
-
-impl StaticKeys {
-    /// Reads every long-lived credential the model defines.
-    pub fn load(model: &Model) -> Self {
-        let mut keys = Self::default();
-        for policy in model.policies.values() {
-            let source = match &policy.kind {
-                PolicyKind::ApiKey(k) => Source::ApiKey(k.source.clone()),
-                PolicyKind::Aws(aws) => match &aws.source {
-                    AwsSource::CredentialsFile { path, profile } => Source::AwsFile {
-                        path: path.clone(),
-                        profile: profile.clone(),
-                        region: aws.region.clone(),
-                    },
-                    AwsSource::WebIdentity(_) => continue,
-                },
-                PolicyKind::Azure(_) => continue,
-            };
-            let name = names::credential(&policy.name);
-            let state = source.read();
-            if let KeyState::Revoked(why) = &state {
-                warn!(credential = %name, reason = %why, "credential revoked: its backends fail closed until it returns");
-            }
-            keys.states.insert(name.clone(), state);
-            keys.sources.insert(name, source);
+        _ => Err(Revocation::ProfileMissing {
+            path: path.to_owned(),
+            profile: profile.to_owned(),
         }
-        keys
-    }
-
-    /// xDS resources for every credential, revoked ones failing closed.
-    pub fn resources(&self) -> Vec<Arc<Resource>> {
-        self.sources
-            .iter()
-            .filter_map(|(name, source)| Some(source.resource(name, self.states.get(name)?)))
-            .collect()
-    }
-
-    /// Files to watch.
-    pub fn files(&self) -> impl Iterator<Item = &PathBuf> {
-        self.sources.values().filter_map(Source::file)
-    }
-
-    /// Re-reads the credentials stored in `path`; returns those whose state changed.
-    pub fn reread(&mut self, path: &Path) -> Vec<(String, KeyState, Arc<Resource>)> {
-        let mut changed = Vec::new();
-        for (name, source) in &self.sources {
-            if source.file().map(PathBuf::as_path) != Some(path) {
-                continue;
-            }
-            let state = source.read();
-            if self.states.get(name) != Some(&state) {
-                self.states.insert(name.clone(), state.clone());
-                changed.push((name.clone(), state.clone(), source.resource(name, &state)));
-            }
-        }
-        changed
-    }
-
-    /// The state of every credential, for status reporting (values stay redacted).
-    pub fn states(&self) -> &BTreeMap<String, KeyState> {
-        &self.states
+        .into()),
     }
 }
 
@@ -218,19 +162,98 @@ mod tests {
     fn key_file_states() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k");
-        assert!(read_key_file(&path).is_err());
+        assert_eq!(
+            read_key_file(&path),
+            Err(Revocation::FileMissing(path.clone()).into())
+        );
         std::fs::write(&path, "  \n").unwrap();
-        assert!(read_key_file(&path).is_err());
+        assert_eq!(
+            read_key_file(&path),
+            Err(Revocation::FileEmpty(path.clone()).into())
+        );
         std::fs::write(&path, "sk-1\n").unwrap();
         assert_eq!(read_key_file(&path), Ok(SecretString::new("sk-1")));
         let shown = format!("{:?}", read_key_file(&path));
         assert!(!shown.contains("sk-1"), "{shown}");
+        std::fs::write(&path, [0xff, 0xfe]).unwrap();
+        assert!(matches!(
+            read_key_file(&path),
+            Err(ReadError::Revoked(Revocation::FileUnreadable { .. }))
+        ));
+        // A path through a file is as gone as a missing file.
+        let through = path.join("k");
+        assert_eq!(
+            read_key_file(&through),
+            Err(Revocation::FileMissing(through.clone()).into())
+        );
+    }
+
+    #[test]
+    fn read_errors_that_may_pass_are_transient() {
+        let path = Path::new("/keys/k");
+        // EACCES, EIO, EMFILE, ENFILE, EAGAIN, ELOOP: a volume mid-swap, a disk hiccup, a
+        // process or system out of descriptors.
+        for errno in [13, 5, 24, 23, 11, 40] {
+            let e = std::io::Error::from_raw_os_error(errno);
+            assert!(
+                matches!(classify(path, &e), ReadError::Transient { .. }),
+                "errno {errno}: {e}"
+            );
+        }
+        // ENOENT, ENOTDIR: gone.
+        for errno in [2, 20] {
+            let e = std::io::Error::from_raw_os_error(errno);
+            assert_eq!(
+                classify(path, &e),
+                Revocation::FileMissing(path.into()).into(),
+                "errno {errno}"
+            );
+        }
+        // A real one: a key path that is a directory.
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            read_key_file(dir.path()),
+            Err(ReadError::Transient { .. })
+        ));
+    }
+
+    #[test]
+    fn secret_documents() {
+        let source = |value: Option<&str>| KeySource::Secret {
+            name: "keys".into(),
+            key: "openai".into(),
+            value: value.map(SecretString::new),
+        };
+        assert_eq!(
+            read_secret(&source(Some("sk"))),
+            Ok(SecretString::new("sk"))
+        );
+        assert_eq!(
+            read_secret(&source(Some(""))),
+            Err(Revocation::SecretKeyEmpty {
+                secret: "keys".into(),
+                key: "openai".into()
+            }
+            .into())
+        );
+        assert_eq!(
+            read_secret(&source(None)),
+            Err(Revocation::SecretMissing {
+                secret: "keys".into(),
+                key: "openai".into()
+            }
+            .into())
+        );
     }
 
     #[test]
     fn aws_credentials_file_profiles() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("credentials");
+        assert_eq!(
+            read_aws_credentials_file(&path, "default"),
+            Err(Revocation::FileMissing(path.clone()).into())
+        );
         std::fs::write(
             &path,
             "[default]\naws_access_key_id = AKIA1\naws_secret_access_key = s1\n\n[profile ci]\naws_access_key_id=AKIA2\naws_secret_access_key=s2\naws_session_token=t2\n",
@@ -243,6 +266,14 @@ mod tests {
         assert_eq!(ci.secret_access_key.expose(), "s2");
         assert_eq!(ci.session_token.unwrap().expose(), "t2");
         let missing = read_aws_credentials_file(&path, "nope").unwrap_err();
-        assert!(!missing.contains("s1"), "{missing}");
+        assert_eq!(
+            missing,
+            Revocation::ProfileMissing {
+                path: path.clone(),
+                profile: "nope".into()
+            }
+            .into()
+        );
+        assert!(!missing.to_string().contains("s1"), "{missing}");
     }
 }

@@ -1,34 +1,29 @@
 //! One CDS cluster per Backend, with the credential attached by upstream HTTP filters.
 
-use super::names;
-use crate::model::{Backend, CLIENT_CREDENTIAL_HEADERS, Gateway, PolicyKind, SecurityPolicy};
+use super::credential::{self, CredentialForm};
+use super::{http_filter, names};
+use crate::model::{Backend, CLIENT_CREDENTIAL_HEADERS, Gateway, SecurityPolicy};
 use crate::xds::resource::to_any;
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::common::mutation_rules::v3::{
     HeaderMutation as HeaderOp, header_mutation::Action, header_mutation::RemoveOnMatch,
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, HeaderValue,
-    HeaderValueOption, Http1ProtocolOptions, SocketAddress, TransportSocket, TypedExtensionConfig,
-    address, config_source::ConfigSourceSpecifier, data_source::Specifier,
-    header_value_option::HeaderAppendAction, socket_address::PortSpecifier, transport_socket,
+    Address, DataSource, HeaderValue, HeaderValueOption, Http1ProtocolOptions, SocketAddress,
+    TransportSocket, address, data_source::Specifier, header_value_option::HeaderAppendAction,
+    socket_address::PortSpecifier, transport_socket,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
-use envoy_types::pb::envoy::extensions::filters::http::credential_injector::v3::CredentialInjector;
 use envoy_types::pb::envoy::extensions::filters::http::header_mutation::v3::{
     HeaderMutation, Mutations,
 };
 use envoy_types::pb::envoy::extensions::filters::http::upstream_codec::v3::UpstreamCodec;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpFilter, http_filter,
-};
-use envoy_types::pb::envoy::extensions::http::injected_credentials::generic::v3::Generic;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, SdsSecretConfig, SubjectAltNameMatcher,
-    UpstreamTlsContext, common_tls_context::ValidationContextType,
-    subject_alt_name_matcher::SanType,
+    CertificateValidationContext, CommonTlsContext, SubjectAltNameMatcher, UpstreamTlsContext,
+    common_tls_context::ValidationContextType, subject_alt_name_matcher::SanType,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options::ExplicitHttpConfig,
@@ -39,15 +34,6 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher:
 use envoy_types::pb::google::protobuf::Duration;
 
 const CONNECT_TIMEOUT_SECS: i64 = 10;
-
-/// The ADS config source every dynamic reference in Tessera's resources uses.
-pub fn ads() -> ConfigSource {
-    ConfigSource {
-        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
-        resource_api_version: ApiVersion::V3 as i32,
-        ..Default::default()
-    }
-}
 
 /// Builds the cluster of `backend`; `policy` is its resolved security policy, if any.
 pub fn cluster(backend: &Backend, policy: Option<&SecurityPolicy>, gateway: &Gateway) -> Cluster {
@@ -162,14 +148,6 @@ fn upstream_tls(host: &str, host_is_ip: bool, sni: Option<&str>, ca: Specifier) 
     }
 }
 
-fn http_filter<M: prost::Message + prost::Name>(name: &str, config: &M) -> HttpFilter {
-    HttpFilter {
-        name: name.to_owned(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(to_any(config))),
-        ..Default::default()
-    }
-}
-
 /// header_mutation (strip client credentials, add fixed provider headers) → credential
 /// injection or SigV4 signing → codec. Order matters: the strip must run before the injector adds its header.
 fn upstream_filters(backend: &Backend, policy: Option<&SecurityPolicy>) -> Vec<HttpFilter> {
@@ -179,7 +157,8 @@ fn upstream_filters(backend: &Backend, policy: Option<&SecurityPolicy>) -> Vec<H
             action: Some(Action::Remove((*h).to_owned())),
         })
         .collect();
-    if matches!(policy.map(|p| &p.kind), Some(PolicyKind::Aws(_))) {
+    let form = policy.map(CredentialForm::of);
+    if matches!(form, Some(CredentialForm::Signed { .. })) {
         // A client-chosen x-amz-* header (a date, a security token) must not be signed along.
         ops.push(HeaderOp {
             action: Some(Action::RemoveOnMatch(RemoveOnMatch {
@@ -213,46 +192,13 @@ fn upstream_filters(backend: &Backend, policy: Option<&SecurityPolicy>) -> Vec<H
             ..Default::default()
         },
     )];
-    if let Some(policy) = policy {
+    if let (Some(policy), Some(form)) = (policy, &form) {
         let name = names::credential(&policy.name);
-        filters.push(match &policy.kind {
-            PolicyKind::ApiKey(key) => {
-                let (header, prefix) = backend.provider.api_key_header();
-                let header = key.header.as_deref().unwrap_or(header);
-                credential_injector(&name, header, key.prefix.as_deref().unwrap_or(prefix))
-            }
-            PolicyKind::Azure(_) => credential_injector(&name, "authorization", "Bearer "),
-            PolicyKind::Aws(_) => super::signer::signer_filter(&name),
-        });
+        filters.push(credential::filter(&name, form, backend.provider));
     }
     filters.push(http_filter(
         "envoy.filters.http.upstream_codec",
         &UpstreamCodec::default(),
     ));
     filters
-}
-
-/// Injects the SDS secret `name` as `header: <prefix><value>`; a missing or empty secret makes
-/// Envoy answer 401 instead of forwarding.
-fn credential_injector(name: &str, header: &str, prefix: &str) -> HttpFilter {
-    let generic = Generic {
-        credential: Some(SdsSecretConfig {
-            name: name.to_owned(),
-            sds_config: Some(ads()),
-        }),
-        header: header.to_owned(),
-        header_value_prefix: prefix.to_owned(),
-    };
-    http_filter(
-        "envoy.filters.http.credential_injector",
-        &CredentialInjector {
-            // A client-sent credential must never win over the platform's.
-            overwrite: true,
-            allow_request_without_credential: false,
-            credential: Some(TypedExtensionConfig {
-                name: "envoy.http.injected_credentials.generic".to_owned(),
-                typed_config: Some(to_any(&generic)),
-            }),
-        },
-    )
 }

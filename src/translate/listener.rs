@@ -1,7 +1,6 @@
 //! LDS listeners (HTTP connection manager with RDS) and their route configurations.
 
-use super::cluster::ads;
-use super::names;
+use super::{ads, names};
 use crate::model::{Backend, Gateway, Route, Rule};
 use crate::xds::resource::to_any;
 use envoy_types::pb::envoy::config::core::v3::{

@@ -1,20 +1,30 @@
 //! Pure translation: model → Envoy resources, grouped by the gateway whose nodes get them.
 //!
 //! No I/O and no clock: the same model always yields byte-identical resources and versions,
-//! so a restarted Tessera causes no churn in the fleet. Credential values are not an input;
-//! only the names of the secrets the clusters reference are.
+//! so a restarted Tessera causes no churn in the fleet. Credential values are not an input of
+//! [`translate`] (only the names of the secrets the clusters reference are); `credential`
+//! turns one credential's current value into the resource that carries it.
 
 mod cluster;
+pub mod credential;
 mod listener;
 pub mod names;
 mod secret;
 mod signer;
 
+pub use credential::CredentialForm;
 pub use secret::generic_secret;
 pub use signer::{deny_config, signer_config};
 
 use crate::model::Model;
+use crate::xds::resource::to_any;
 use crate::xds::{GatewayConfig, Resource, TypeSet};
+use envoy_types::pb::envoy::config::core::v3::{
+    AggregatedConfigSource, ApiVersion, ConfigSource, config_source::ConfigSourceSpecifier,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpFilter, http_filter,
+};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -65,6 +75,24 @@ pub fn translate(model: &Model) -> HashMap<String, Arc<GatewayConfig>> {
             (gateway.node_cluster.clone(), Arc::new(config))
         })
         .collect()
+}
+
+/// The ADS config source every dynamic reference in Tessera's resources uses.
+fn ads() -> ConfigSource {
+    ConfigSource {
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        resource_api_version: ApiVersion::V3 as i32,
+        ..Default::default()
+    }
+}
+
+/// An HTTP filter entry with an inline typed config.
+fn http_filter<M: prost::Message + prost::Name>(name: &str, config: &M) -> HttpFilter {
+    HttpFilter {
+        name: name.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(to_any(config))),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

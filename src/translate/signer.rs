@@ -5,7 +5,7 @@
 //! credential is NACKed, no credential provider means Envoy's own host credentials, and a
 //! removed resource is ignored (docs/envoy-ecds-fail-closed.md).
 
-use super::cluster::ads;
+use super::ads;
 use crate::model::AwsKeys;
 use crate::xds::Resource;
 use crate::xds::resource::to_any;

@@ -4,7 +4,7 @@
 
 use super::StoreHandles;
 use super::convert::{Problem, Snapshot};
-use crate::credentials::StatusBoard;
+use crate::credentials::{Closed, CredentialState, Revocation, StatusBoard};
 use crate::translate::names;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Patch, PatchParams};
@@ -133,12 +133,7 @@ impl Ctx<'_> {
                 generation,
             );
         }
-        let Some(s) = self
-            .board
-            .0
-            .get(&names::credential(&format!("{ns}/{name}")))
-            .map(|s| s.clone())
-        else {
+        let Some(s) = self.board.get(&names::credential(&format!("{ns}/{name}"))) else {
             return cond(
                 "CredentialReady",
                 "Unknown",
@@ -148,34 +143,33 @@ impl Ctx<'_> {
             );
         };
         let expiry = s
-            .expires_unix
+            .expires_unix()
             .map(|t| format!("expires at {}", unix_to_rfc3339(t)));
-        let reason_text = s.reason.clone().unwrap_or_default();
-        let (status, reason, message) = match s.state {
-            "present" => (
+        let (status, reason, message) = match &s.state {
+            CredentialState::Present => (
                 "True",
                 "Ready",
                 expiry.unwrap_or_else(|| "the credential is served".into()),
             ),
-            "failing" => (
+            CredentialState::Failing(error) => (
                 "True",
                 "RefreshFailing",
-                format!("{}; last error: {reason_text}", expiry.unwrap_or_default()),
+                format!("{}; last error: {error}", expiry.unwrap_or_default()),
             ),
-            "pending" => (
+            CredentialState::Closed(Closed::Pending) => (
                 "Unknown",
                 "Pending",
                 "the first credential is being obtained".into(),
             ),
-            "revoked" if reason_text.contains("Secret") => (
+            CredentialState::Closed(Closed::Revoked(why @ Revocation::SecretMissing { .. })) => (
                 "False",
                 "Revoked",
-                format!(
-                    "{reason_text} (only Secrets labelled tessera.dev/credential=true are read)"
-                ),
+                format!("{why} (only Secrets labelled tessera.dev/credential=true are read)"),
             ),
-            "revoked" => ("False", "Revoked", reason_text),
-            _ => ("False", "Unavailable", reason_text),
+            CredentialState::Closed(Closed::Revoked(why)) => ("False", "Revoked", why.to_string()),
+            CredentialState::Closed(Closed::Unavailable(error) | Closed::Expired(error)) => {
+                ("False", "Unavailable", error.clone())
+            }
         };
         cond("CredentialReady", status, reason, &message, generation)
     }

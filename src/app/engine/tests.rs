@@ -1,0 +1,201 @@
+//! The engine with real credential tasks: what reaches the cache, the board and the metrics.
+
+use super::*;
+use crate::credentials::CredentialState;
+use crate::model::*;
+use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
+use prost::Message;
+use std::time::{Duration, Instant};
+
+const NAME: &str = "credential/openai-key";
+
+/// One gateway routing to one backend whose policy `openai-key` is `kind`.
+fn model(kind: PolicyKind) -> Model {
+    let mut m = Model::default();
+    m.gateways.insert(
+        "gw".into(),
+        Gateway {
+            name: "gw".into(),
+            node_cluster: "edge".into(),
+            listeners: vec![Listener {
+                name: "http".into(),
+                address: "127.0.0.1".into(),
+                port: 10000,
+            }],
+            ca_bundle_path: "/etc/ssl/certs/ca-certificates.crt".into(),
+        },
+    );
+    m.backends.insert(
+        "openai".into(),
+        Backend {
+            name: "openai".into(),
+            provider: Provider::OpenAI,
+            endpoint: Endpoint {
+                host: "127.0.0.1".into(),
+                port: 9,
+                tls: false,
+            },
+            tls: None,
+            security_policy: Some("openai-key".into()),
+        },
+    );
+    m.policies.insert(
+        "openai-key".into(),
+        SecurityPolicy {
+            name: "openai-key".into(),
+            kind,
+        },
+    );
+    m.routes.insert(
+        "chat".into(),
+        Route {
+            name: "chat".into(),
+            gateway: "gw".into(),
+            rules: vec![Rule {
+                matches: vec![],
+                backends: vec![WeightedBackend {
+                    name: "openai".into(),
+                    weight: 1,
+                }],
+            }],
+        },
+    );
+    m
+}
+
+fn key_file(path: &Path) -> PolicyKind {
+    PolicyKind::ApiKey(ApiKey {
+        source: KeySource::File(path.to_owned()),
+        header: None,
+        prefix: None,
+    })
+}
+
+/// Entra ID at a loopback port nobody listens on: every mint fails at once.
+fn azure() -> PolicyKind {
+    PolicyKind::Azure(Box::new(AzureCredentials {
+        tenant_id: "t".into(),
+        client_id: "c".into(),
+        auth: AzureAuth::ClientSecret(KeySource::Secret {
+            name: "s".into(),
+            key: "k".into(),
+            value: Some(SecretString::new("client-secret")),
+        }),
+        authority_host: "https://127.0.0.1:1".into(),
+        ca_pem: None,
+        scope: "https://cognitiveservices.azure.com/.default".into(),
+        refresh: RefreshPolicy::default(),
+    }))
+}
+
+fn engine() -> Engine {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    Engine::new(Arc::new(AppState::default()), reqwest::Client::new())
+}
+
+/// The served secret's value ("" when failing closed).
+fn served(engine: &Engine) -> Option<String> {
+    let state = engine.state.cache.state();
+    let resource = state.credentials.get(NAME)?;
+    let secret = Secret::decode(resource.any.value.as_slice()).unwrap();
+    let Some(secret::Type::GenericSecret(g)) = secret.r#type else {
+        panic!("not a generic secret")
+    };
+    match g.secret?.specifier? {
+        Specifier::InlineString(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn updates(engine: &Engine) -> u64 {
+    engine
+        .state
+        .metrics
+        .credential_updates
+        .load(Ordering::Relaxed)
+}
+
+async fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn key_files_are_published_counted_and_rotated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("openai.key");
+    std::fs::write(&path, "sk-1\n").unwrap();
+    let mut engine = engine();
+    let m = model(key_file(&path));
+    engine.apply(&m);
+    assert_eq!(served(&engine).as_deref(), Some("sk-1"));
+    assert_eq!(updates(&engine), 1);
+    assert_eq!(
+        engine.state.board.get(NAME).unwrap().state,
+        CredentialState::Present
+    );
+    // The same model again: nothing new is pushed or counted.
+    engine.apply(&m);
+    assert_eq!(updates(&engine), 1);
+    assert!(engine.is_key_file(&path));
+
+    std::fs::write(&path, "sk-2\n").unwrap();
+    engine.reread_key(&path);
+    until("the rotated key", || {
+        (served(&engine).as_deref() == Some("sk-2")).then_some(())
+    })
+    .await;
+    assert_eq!(updates(&engine), 2);
+
+    std::fs::remove_file(&path).unwrap();
+    engine.reread_key(&path);
+    until("the revocation", || {
+        (served(&engine).as_deref() == Some("")).then_some(())
+    })
+    .await;
+    assert_eq!(updates(&engine), 3);
+    let status = engine.state.board.get(NAME).unwrap();
+    assert_eq!(
+        status.state,
+        CredentialState::Closed(Closed::Revoked(
+            crate::credentials::Revocation::FileMissing(path.clone())
+        ))
+    );
+}
+
+#[tokio::test]
+async fn a_minted_credential_waits_failing_closed_and_a_static_successor_publishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("openai.key");
+    std::fs::write(&path, "sk-1\n").unwrap();
+    let mut engine = engine();
+    engine.apply(&model(azure()));
+    // Published with the cluster, failing closed, before the first mint.
+    assert_eq!(served(&engine).as_deref(), Some(""));
+    until("the failed mint", || {
+        let s = engine.state.board.get(NAME)?;
+        matches!(s.state, CredentialState::Closed(Closed::Unavailable(_))).then_some(())
+    })
+    .await;
+
+    // The same policy becomes a key file: the stopped minter must not silence its reader.
+    engine.apply(&model(key_file(&path)));
+    assert_eq!(served(&engine).as_deref(), Some("sk-1"));
+    std::fs::write(&path, "sk-2\n").unwrap();
+    engine.reread_key(&path);
+    until("the rotated key", || {
+        (served(&engine).as_deref() == Some("sk-2")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        engine.state.board.get(NAME).unwrap().state,
+        CredentialState::Present
+    );
+}
