@@ -4,4 +4,4 @@ pub mod kubernetes;
 pub mod load;
 pub mod watch;
 
-pub use load::{ConfigError, ConfigErrors, Loaded, Restrictions, load, load_documents};
+pub use load::{ConfigError, ConfigErrors, Loaded, Restrictions, load, load_partial};

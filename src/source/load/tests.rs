@@ -1,7 +1,14 @@
+use super::validate::parse_endpoint;
 use super::*;
+use crate::api;
 use crate::model::Provider as P;
-use crate::model::{ApiKey, KeySource};
+use crate::model::{
+    ApiKey, Backend, Endpoint, Gateway, HeaderMatch, KeySource, Listener, Match, PolicyKind, Route,
+    Rule, SecretString, SecurityPolicy, UpstreamTls, WeightedBackend,
+};
+use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use std::fs;
 use tempfile::TempDir;
 
 const V: &str = "apiVersion: tessera.dev/v1alpha1";
@@ -96,7 +103,7 @@ fn each_rule_names_file_document_object_and_field() {
         ),
         (
             format!("{V}\nkind: Foo\nmetadata: {{name: x}}\n"),
-            r#"document 1 (Foo "x"): kind: unknown kind "Foo""#,
+            r#"document 1: kind: unknown kind "Foo" in "x""#,
         ),
         (
             format!("{V}\nmetadata: {{name: x}}\n"),
