@@ -334,4 +334,74 @@ mod tests {
         assert_eq!(p.reason, Reason::NodeClusterConflict);
         assert!(p.message.contains("a/early"));
     }
+
+    fn policy(ns: &str, name: &str, spec: serde_json::Value) -> Arc<BackendSecurityPolicyResource> {
+        let spec = serde_json::from_value(spec).unwrap();
+        let mut p = BackendSecurityPolicyResource::new(name, spec);
+        meta(&mut p, ns, name, 0);
+        Arc::new(p)
+    }
+
+    fn secret(ns: &str, name: &str, key: &str, value: &[u8]) -> Arc<Secret> {
+        let mut s = Secret::default();
+        meta(&mut s, ns, name, 0);
+        let bytes = k8s_openapi::ByteString(value.to_vec());
+        s.data = Some([(key.to_owned(), bytes)].into());
+        Arc::new(s)
+    }
+
+    /// Objects that crashed the source task (a duration overflow) or that no file could
+    /// hold (bytes that are not UTF-8) each get a problem; the rest keeps serving.
+    #[test]
+    fn hostile_objects_get_problems_and_the_rest_serves() {
+        let api_key = |secret: &str| serde_json::json!({"type": "APIKey", "apiKey": {"secretRef": {"name": secret, "key": "k"}}});
+        let objects = Objects {
+            gateways: vec![gateway("a", "gw", "edge", 1)],
+            backends: vec![backend("a", "openai", "http://10.0.0.1")],
+            routes: vec![route("a", &["openai"])],
+            policies: vec![
+                policy(
+                    "a",
+                    "overflow",
+                    serde_json::json!({"type": "AWSCredentials", "awsCredentials": {
+                        "region": "us-east-1", "credentialsFile": "/c",
+                        "refresh": {"maxBackoff": "18446744073709551615s1s"}}}),
+                ),
+                policy("a", "binary", api_key("binary")),
+                policy("a", "text", api_key("text")),
+            ],
+            secrets: vec![
+                secret("a", "binary", "k", &[0xff, 0xfe]),
+                secret("a", "text", "k", b"sk-1"),
+            ],
+        };
+        let restrictions = Restrictions {
+            file_dirs: Some(vec!["/".into()]),
+            endpoints: Some(vec![]),
+        };
+        let s = build(&objects, &restrictions);
+        let overflow = &s.problems[&key(Kind::BackendSecurityPolicy, "a", "overflow")];
+        assert_eq!(overflow.len(), 1, "{overflow:?}");
+        assert_eq!(overflow[0].reason, Reason::Invalid);
+        assert!(
+            overflow[0]
+                .message
+                .starts_with("spec.awsCredentials.refresh.maxBackoff: "),
+            "{overflow:?}"
+        );
+        let binary = &s.problems[&key(Kind::Secret, "a", "binary")];
+        assert_eq!(binary[0].message, "data.k: is not valid UTF-8 once decoded");
+        // A Secret left out is a revocation for the policy that names it, not an error.
+        let value = |policy: &str| match &s.model.policies[policy].kind {
+            PolicyKind::ApiKey(key) => match &key.source {
+                KeySource::Secret { value, .. } => value.as_ref().map(|v| v.expose().to_owned()),
+                KeySource::File(_) => panic!("a Secret source"),
+            },
+            _ => panic!("an API key"),
+        };
+        assert_eq!(value("a/binary"), None);
+        assert_eq!(value("a/text").as_deref(), Some("sk-1"));
+        assert!(s.model.routes.contains_key("a/chat"), "the rest serves");
+        assert_eq!(s.problems.len(), 2, "{:?}", s.problems);
+    }
 }
