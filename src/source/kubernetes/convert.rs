@@ -116,7 +116,7 @@ pub fn build(objects: &Objects, restrictions: &Restrictions) -> Snapshot {
         add(b.namespace().unwrap_or_default(), b.name_any(), spec);
     }
     for p in &objects.policies {
-        let spec = Spec::BackendSecurityPolicy(p.spec.clone());
+        let spec = Spec::BackendSecurityPolicy(Box::new(p.spec.clone()));
         add(p.namespace().unwrap_or_default(), p.name_any(), spec);
     }
     for r in &objects.routes {

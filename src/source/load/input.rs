@@ -39,7 +39,8 @@ impl fmt::Debug for SecretData {
 pub enum Spec {
     Gateway(api::GatewaySpec),
     Backend(api::BackendSpec),
-    BackendSecurityPolicy(api::BackendSecurityPolicySpec),
+    /// Boxed: by far the largest spec.
+    BackendSecurityPolicy(Box<api::BackendSecurityPolicySpec>),
     Route(api::RouteSpec),
     Secret(SecretData),
 }

@@ -44,7 +44,9 @@ pub fn read(path: &Path) -> Parsed {
     let mut parsed = Parsed::default();
     match config_files(path) {
         Ok(files) => parsed.files = files,
-        Err(e) => parsed.errors.push(e),
+        Err(e) => parsed
+            .errors
+            .push(file_error(path, format!("cannot read: {e}"))),
     }
     for file in parsed.files.clone() {
         tracing::debug!(file = %file.display(), "reading configuration");
@@ -53,14 +55,13 @@ pub fn read(path: &Path) -> Parsed {
     parsed
 }
 
-fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-    let unreadable = |e| file_error(path, format!("cannot read: {e}"));
-    if !fs::metadata(path).map_err(unreadable)?.is_dir() {
+fn config_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if !fs::metadata(path)?.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
     let mut files = Vec::new();
-    for entry in fs::read_dir(path).map_err(unreadable)? {
-        let entry = entry.map_err(unreadable)?;
+    for entry in fs::read_dir(path)? {
+        let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         // Hidden names cover swap and lock files (`.foo.yaml.swp`, `.#foo.yaml`); the suffix
@@ -208,7 +209,7 @@ fn spec(
         Kind::Backend => Spec::Backend(typed::<api::Backend>(origin, object, value, out)?.spec),
         Kind::BackendSecurityPolicy => {
             let policy = typed::<api::BackendSecurityPolicy>(origin, object, value, out)?;
-            Spec::BackendSecurityPolicy(policy.spec)
+            Spec::BackendSecurityPolicy(Box::new(policy.spec))
         }
         Kind::Route => Spec::Route(typed::<api::Route>(origin, object, value, out)?.spec),
         Kind::Secret => {
