@@ -14,6 +14,8 @@ mod error;
 mod input;
 mod policy;
 mod schema;
+mod sink;
+mod syntax;
 #[cfg(test)]
 mod tests;
 mod validate;

@@ -1,6 +1,8 @@
 //! Validation of BackendSecurityPolicy specs, one function per credential type.
 
-use super::validate::{Fault, Secrets, Sink, is_header_name};
+use super::sink::{Fault, Sink};
+use super::syntax::is_header_name;
+use super::validate::Secrets;
 use crate::api::{
     self, ApiKeySpec, AwsCredentialsSpec, AzureCredentialsSpec, RefreshSpec, SecretKeyRef,
 };

@@ -1,4 +1,4 @@
-use super::validate::parse_endpoint;
+use super::syntax::parse_endpoint;
 use super::*;
 use crate::api;
 use crate::model::Provider as P;

@@ -1,118 +1,20 @@
 //! Typed objects → a [`Model`]: every object is checked against its schema's bounds, then rule
 //! by rule, and references are resolved by name. Every problem is reported, none stops the rest.
 
-use super::error::{ConfigError, ErrorClass, Kind, ObjectRef};
+use super::error::{ConfigError, Kind, ObjectRef};
 use super::input::{Object, Origin, SecretData, Spec};
+use super::sink::{Fault, Sink};
+use super::syntax::{is_header_name, is_host_name, parse_endpoint};
 use super::{Restrictions, policy, schema};
 use crate::api::{self, PolicyType};
 use crate::model::{
-    Backend, Endpoint, Gateway, HeaderMatch, Listener, Match, Model, PolicyKind, Route, Rule,
-    SecretString, SecurityPolicy, UpstreamTls, WeightedBackend,
+    Backend, Gateway, HeaderMatch, Listener, Match, Model, PolicyKind, Route, Rule, SecretString,
+    SecurityPolicy, UpstreamTls, WeightedBackend,
 };
-use http::HeaderName;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Component, Path, PathBuf};
-
-/// A problem with a field, before it is tied to an object: its class and message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Fault {
-    class: ErrorClass,
-    message: String,
-}
-
-impl Fault {
-    fn not_allowed(message: String) -> Self {
-        let class = ErrorClass::NotAllowed;
-        Self { class, message }
-    }
-}
-
-impl From<String> for Fault {
-    fn from(message: String) -> Self {
-        let class = ErrorClass::Invalid;
-        Self { class, message }
-    }
-}
-
-impl From<&str> for Fault {
-    fn from(message: &str) -> Self {
-        message.to_owned().into()
-    }
-}
-
-/// Reports errors about one object.
-pub(super) struct Sink<'a> {
-    origin: &'a Origin,
-    object: &'a ObjectRef,
-    restrictions: &'a Restrictions,
-    errors: &'a mut Vec<ConfigError>,
-}
-
-impl Sink<'_> {
-    /// Reports a problem with `field` (`Invalid` unless the fault says otherwise).
-    pub(super) fn err(&mut self, field: impl Into<String>, fault: impl Into<Fault>) {
-        let Fault { class, message } = fault.into();
-        self.errors.push(ConfigError {
-            file: self.origin.file.clone(),
-            document: self.origin.document,
-            object: Some(self.object.clone()),
-            field: field.into(),
-            message,
-            class,
-        });
-    }
-
-    fn missing(&mut self, field: impl Into<String>, message: String) {
-        let class = ErrorClass::MissingReference;
-        self.err(field, Fault { class, message });
-    }
-
-    /// The object's own name.
-    pub(super) fn name(&self) -> &str {
-        &self.object.name
-    }
-
-    /// Relative paths inside a document are relative to its file, not the working directory.
-    /// Under restrictions (Kubernetes mode) a path must be absolute, without `..`, and inside
-    /// an allowed directory: a tenant must not make Tessera read its own secrets.
-    pub(super) fn resolve(&self, path: &str) -> Result<PathBuf, Fault> {
-        let Some(dirs) = &self.restrictions.file_dirs else {
-            return Ok(self
-                .origin
-                .file
-                .parent()
-                .unwrap_or(Path::new(""))
-                .join(path));
-        };
-        let p = Path::new(path);
-        let escapes = p.components().any(|c| matches!(c, Component::ParentDir));
-        if !p.is_absolute() || escapes {
-            let message = format!("{path:?} must be an absolute path without \"..\"");
-            return Err(Fault::not_allowed(message));
-        }
-        if dirs.iter().any(|d| p.starts_with(d)) {
-            Ok(p.to_path_buf())
-        } else {
-            Err(Fault::not_allowed(format!(
-                "{path:?} is outside the directories the operator allowed (--allow-file-dir)"
-            )))
-        }
-    }
-
-    /// Under restrictions, an endpoint override must start with an allowed prefix.
-    pub(super) fn allow_endpoint(&self, url: &str) -> Result<(), Fault> {
-        match &self.restrictions.endpoints {
-            Some(allowed) if !allowed.iter().any(|a| url.starts_with(a.as_str())) => {
-                Err(Fault::not_allowed(format!(
-                    "{url:?} is not an endpoint the operator allowed (--allow-endpoint)"
-                )))
-            }
-            _ => Ok(()),
-        }
-    }
-}
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 
 /// An object awaiting validation.
 struct Doc<'a, T> {
@@ -597,61 +499,4 @@ fn read_ca(path: &Path) -> Result<String, String> {
         return Err(format!("{shown} has no -----BEGIN CERTIFICATE----- block"));
     }
     Ok(pem)
-}
-
-/// Envoy matches and sets headers in lowercase, so uppercase names would never match.
-pub(super) fn is_header_name(name: &str) -> bool {
-    !name.bytes().any(|b| b.is_ascii_uppercase()) && HeaderName::from_bytes(name.as_bytes()).is_ok()
-}
-
-/// A DNS name or dotted IPv4 address.
-fn is_host_name(host: &str) -> bool {
-    let labels = || host.split('.');
-    if labels().all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit())) {
-        return host.parse::<Ipv4Addr>().is_ok();
-    }
-    let label_char = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
-    host.len() <= 253
-        && labels().all(|l| {
-            (1..=63).contains(&l.len())
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(label_char)
-        })
-}
-
-/// Parses `http(s)://host[:port]`; the error says what is wrong.
-pub(super) fn parse_endpoint(endpoint: &str) -> Result<Endpoint, String> {
-    let bad = |why: &str| Err(format!("{endpoint:?} {why}"));
-    let (tls, rest) = if let Some(rest) = endpoint.strip_prefix("https://") {
-        (true, rest)
-    } else if let Some(rest) = endpoint.strip_prefix("http://") {
-        (false, rest)
-    } else {
-        return bad("must start with http:// or https://");
-    };
-    // A lone trailing slash is what people paste from provider docs; it is not a path.
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains(['/', '?', '#', '@']) {
-        return bad("must be just scheme://host[:port], without path, query, fragment or user");
-    }
-    let (host, port) = match rest.strip_prefix('[').map(|r| r.split_once(']')) {
-        Some(Some((host, port))) if host.parse::<Ipv6Addr>().is_ok() => (host, port),
-        Some(_) => return bad("does not have a valid IPv6 address"),
-        None => rest.split_at(rest.find(':').unwrap_or(rest.len())),
-    };
-    if !rest.starts_with('[') && !is_host_name(host) {
-        return bad("does not have a valid host (IPv6 addresses go in brackets)");
-    }
-    let default = if tls { 443 } else { 80 };
-    let port = match port.strip_prefix(':') {
-        None if port.is_empty() => default,
-        Some(digits) if digits.bytes().all(|b| b.is_ascii_digit()) => match digits.parse() {
-            Ok(port) if port != 0 => port,
-            _ => return bad("must have a port between 1 and 65535"),
-        },
-        _ => return bad("must have a port between 1 and 65535"),
-    };
-    let host = host.to_owned();
-    Ok(Endpoint { host, port, tls })
 }
