@@ -102,16 +102,15 @@ pub fn load_partial(objects: &[Object], restrictions: &Restrictions) -> Partial 
         if found.is_empty() {
             return Partial { model, errors };
         }
+        // An object left out is not validated again, so its errors are never repeated.
         let mut progressed = false;
-        for error in found {
+        for error in &found {
             let key = (error.file.as_path(), error.document);
             for &i in at.get(&key).into_iter().flatten() {
                 progressed |= left_out.insert(i);
             }
-            if !errors.contains(&error) {
-                errors.push(error);
-            }
         }
+        errors.extend(found);
         if !progressed {
             // Only an error outside every object could get here; trust nothing then.
             return Partial {

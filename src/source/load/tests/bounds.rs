@@ -216,7 +216,7 @@ fn mangled_configurations_never_panic() {
     }
     // Both outcomes were exercised.
     assert!(
-        loaded > 10 && failed > 10,
+        loaded >= 5 && failed >= 5,
         "{loaded} loaded, {failed} failed"
     );
 }
