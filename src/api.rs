@@ -6,7 +6,7 @@
 //! Validation and reference resolution happen in `source::load`, producing a `model::Model`.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{CustomResource, CustomResourceExt};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -20,6 +20,49 @@ pub const SECRET_API_VERSION: &str = "v1";
 pub const DEFAULT_LISTENER_ADDRESS: &str = "0.0.0.0";
 /// CA bundle used when a gateway sets no `caBundlePath`.
 pub const DEFAULT_CA_BUNDLE_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Upper bounds of the schema. The CRDs carry them (the API server enforces them first) and
+/// the loader checks the same schema for files, so both modes accept exactly the same objects.
+pub mod limits {
+    /// Object names and references to them (a Kubernetes DNS subdomain is at most 253).
+    pub const NAME: u32 = 253;
+    /// URLs: endpoints, issuers, token endpoints, authority hosts.
+    pub const URL: u32 = 2048;
+    /// File paths (Linux `PATH_MAX`).
+    pub const PATH: u32 = 4096;
+    /// HTTP header names.
+    pub const HEADER_NAME: u32 = 256;
+    /// HTTP header values matched or prefixed.
+    pub const HEADER_VALUE: u32 = 4096;
+    /// Other short text: ids, scopes, audiences, ARNs, regions, profiles.
+    pub const TEXT: u32 = 2048;
+    /// Duration strings such as `1h30m`; the value itself is at most [`MAX_DURATION_SECS`].
+    pub const DURATION: u32 = 32;
+    /// Longest refresh duration (`beforeExpiry`, `jitter`, `maxBackoff`): 24 h.
+    pub const MAX_DURATION_SECS: u64 = 24 * 3600;
+    /// What a duration string looks like (`250ms`, `30s`, `5m`, `1h30m`).
+    pub const DURATION_PATTERN: &str = "^([0-9]+(ms|s|m|h))+$";
+    /// Listeners per Gateway.
+    pub const LISTENERS: u32 = 64;
+    /// Rules per Route.
+    pub const RULES: u32 = 1024;
+    /// Matches per rule.
+    pub const MATCHES: u32 = 64;
+    /// Header conditions per match.
+    pub const HEADERS: u32 = 16;
+    /// Backends per rule.
+    pub const BACKENDS: u32 = 64;
+    /// OIDC scopes per client.
+    pub const SCOPES: u32 = 32;
+    /// Largest traffic weight (the weights of a rule must also add up to no more than this).
+    pub const WEIGHT: u32 = u32::MAX;
+    /// STS `DurationSeconds` range.
+    pub const STS_DURATION_MIN: u32 = 900;
+    /// STS `DurationSeconds` range.
+    pub const STS_DURATION_MAX: u32 = 43200;
+}
+
+use limits as l;
 
 /// A Kubernetes-style document: `apiVersion`, `kind`, `metadata`, `spec`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -65,9 +108,12 @@ pub struct Metadata {
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewaySpec {
+    #[schemars(length(min = 1, max = l::NAME))]
     pub node_cluster: String,
+    #[schemars(length(max = l::LISTENERS))]
     pub listeners: Vec<ListenerSpec>,
     /// Defaults to [`DEFAULT_CA_BUNDLE_PATH`].
+    #[schemars(length(max = l::PATH))]
     pub ca_bundle_path: Option<String>,
 }
 
@@ -75,10 +121,13 @@ pub struct GatewaySpec {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListenerSpec {
+    #[schemars(length(min = 1, max = l::NAME))]
     pub name: String,
     /// Wider than `u16` so that out-of-range ports get a range error, not a type error.
+    #[schemars(range(min = 1, max = 65535))]
     pub port: u32,
     /// An IP literal; defaults to [`DEFAULT_LISTENER_ADDRESS`].
+    #[schemars(length(max = 64))]
     pub address: Option<String>,
 }
 
@@ -108,10 +157,12 @@ pub enum Provider {
 pub struct BackendSpec {
     pub provider: Provider,
     /// `http(s)://host[:port]`, nothing else.
+    #[schemars(length(max = l::URL))]
     pub endpoint: String,
     /// Only valid with an `https` endpoint.
     pub tls: Option<BackendTls>,
     /// Name of a `BackendSecurityPolicy`.
+    #[schemars(length(min = 1, max = l::NAME))]
     pub security_policy: Option<String>,
 }
 
@@ -120,7 +171,9 @@ pub struct BackendSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendTls {
     /// PEM CA file, relative to the YAML file's directory; read at load time.
+    #[schemars(length(max = l::PATH))]
     pub ca_file: Option<String>,
+    #[schemars(length(max = l::NAME))]
     pub sni: Option<String>,
 }
 
@@ -133,7 +186,7 @@ pub enum PolicyType {
 }
 
 /// A credential; exactly the block matching `type` must be present.
-#[derive(CustomResource, Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(CustomResource, Debug, Clone, PartialEq, Eq, Deserialize, Serialize, KubeSchema)]
 #[kube(
     group = "tessera.dev",
     version = "v1alpha1",
@@ -144,6 +197,9 @@ pub enum PolicyType {
     shortname = "bsp"
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new(
+    "has(self.apiKey) == (self.type == 'APIKey') && has(self.awsCredentials) == (self.type == 'AWSCredentials') && has(self.azureCredentials) == (self.type == 'AzureCredentials')"
+).message("exactly the block named by type (apiKey, awsCredentials or azureCredentials) must be set"))]
 pub struct BackendSecurityPolicySpec {
     #[serde(rename = "type")]
     pub type_: PolicyType,
@@ -154,95 +210,137 @@ pub struct BackendSecurityPolicySpec {
 
 /// Azure Entra ID tokens: exactly one of `clientSecretRef`, `clientSecretFile` and
 /// `oidcExchangeToken`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new(
+    "(has(self.clientSecretRef) ? 1 : 0) + (has(self.clientSecretFile) ? 1 : 0) + (has(self.oidcExchangeToken) ? 1 : 0) == 1"
+).message("needs exactly one of clientSecretFile, clientSecretRef and oidcExchangeToken"))]
 pub struct AzureCredentialsSpec {
+    #[schemars(length(min = 1, max = l::TEXT))]
     pub tenant_id: String,
+    #[schemars(length(min = 1, max = l::TEXT))]
     pub client_id: String,
     pub client_secret_ref: Option<SecretKeyRef>,
+    #[schemars(length(min = 1, max = l::PATH))]
     pub client_secret_file: Option<String>,
     /// A federated client assertion (workload identity).
     pub oidc_exchange_token: Option<AzureTokenExchangeSpec>,
     /// Sovereign clouds; defaults to `https://login.microsoftonline.com`. Must be https.
+    #[schemars(length(max = l::URL))]
     pub authority_host: Option<String>,
     /// Extra CA (PEM) trusted for `authorityHost`, beside the system roots.
+    #[schemars(length(max = l::PATH))]
     pub ca_file: Option<String>,
     /// Defaults to `https://cognitiveservices.azure.com/.default`.
+    #[schemars(length(max = l::TEXT))]
     pub scope: Option<String>,
     pub refresh: Option<RefreshSpec>,
 }
 
 /// Where the federated assertion comes from: exactly one of `tokenFile` and `oidc`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.tokenFile) != has(self.oidc)")
+    .message("needs exactly one of tokenFile and oidc"))]
 pub struct AzureTokenExchangeSpec {
     /// `AZURE_FEDERATED_TOKEN_FILE` style; re-read at every exchange.
+    #[schemars(length(min = 1, max = l::PATH))]
     pub token_file: Option<String>,
     pub oidc: Option<OidcSpec>,
 }
 
 /// AWS credentials: exactly one of `oidcExchangeToken` and `credentialsFile`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.oidcExchangeToken) != has(self.credentialsFile)")
+    .message("needs exactly one of oidcExchangeToken and credentialsFile"))]
 pub struct AwsCredentialsSpec {
+    #[schemars(length(min = 1, max = 32))]
     pub region: String,
     pub oidc_exchange_token: Option<OidcExchangeTokenSpec>,
     /// A standard AWS credentials file, relative to the YAML file's directory; watched.
+    #[schemars(length(min = 1, max = l::PATH))]
     pub credentials_file: Option<String>,
     /// Profile in `credentialsFile`; defaults to `default`.
+    #[schemars(length(max = l::TEXT))]
     pub profile: Option<String>,
     /// Regional or private STS endpoint (http allowed).
+    #[schemars(length(max = l::URL))]
     pub sts_endpoint: Option<String>,
     pub refresh: Option<RefreshSpec>,
 }
 
 /// STS `AssumeRoleWithWebIdentity` with an OIDC token: exactly one of `tokenFile` and `oidc`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.tokenFile) != has(self.oidc)")
+    .message("needs exactly one of tokenFile and oidc"))]
 pub struct OidcExchangeTokenSpec {
+    #[schemars(length(max = l::TEXT))]
     pub role_arn: String,
     /// Defaults to `tessera-<policy name>`.
+    #[schemars(length(min = 2, max = 64))]
     pub role_session_name: Option<String>,
     /// 900–43200; defaults to 3600.
+    #[schemars(range(min = l::STS_DURATION_MIN, max = l::STS_DURATION_MAX))]
     pub duration_seconds: Option<u32>,
     /// A projected service-account token, re-read at each exchange.
+    #[schemars(length(min = 1, max = l::PATH))]
     pub token_file: Option<String>,
     pub oidc: Option<OidcSpec>,
 }
 
 /// A client-credentials grant: exactly one of `issuer` and `tokenEndpoint`, and exactly one
 /// of `clientSecretRef` and `clientSecretFile`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.issuer) != has(self.tokenEndpoint)")
+    .message("needs exactly one of issuer and tokenEndpoint"))]
+#[x_kube(validation = Rule::new("has(self.clientSecretRef) != has(self.clientSecretFile)")
+    .message("needs exactly one of clientSecretFile and clientSecretRef"))]
 pub struct OidcSpec {
+    #[schemars(length(max = l::URL))]
     pub issuer: Option<String>,
+    #[schemars(length(max = l::URL))]
     pub token_endpoint: Option<String>,
+    #[schemars(length(min = 1, max = l::TEXT))]
     pub client_id: String,
     pub client_secret_ref: Option<SecretKeyRef>,
+    #[schemars(length(min = 1, max = l::PATH))]
     pub client_secret_file: Option<String>,
+    #[schemars(length(max = l::SCOPES), inner(length(max = l::TEXT)))]
     pub scopes: Option<Vec<String>>,
+    #[schemars(length(max = l::TEXT))]
     pub audience: Option<String>,
 }
 
-/// Refresh timing; durations as strings such as `"5m"`, `"30s"`, `"1h30m"`.
+/// Refresh timing; durations as strings such as `"5m"`, `"30s"`, `"1h30m"`, at most 24 h.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RefreshSpec {
+    #[schemars(length(max = l::DURATION), pattern(l::DURATION_PATTERN))]
     pub before_expiry: Option<String>,
+    #[schemars(length(max = l::DURATION), pattern(l::DURATION_PATTERN))]
     pub jitter: Option<String>,
+    #[schemars(length(max = l::DURATION), pattern(l::DURATION_PATTERN))]
     pub max_backoff: Option<String>,
 }
 
 /// A long-lived API key; exactly one of `file` and `secretRef`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.file) != has(self.secretRef)")
+    .message("needs exactly one of file and secretRef"))]
 pub struct ApiKeySpec {
     /// Key file, relative to the YAML file's directory; a missing file means revoked.
+    #[schemars(length(min = 1, max = l::PATH))]
     pub file: Option<String>,
     pub secret_ref: Option<SecretKeyRef>,
     /// Overrides the provider's default header.
+    #[schemars(length(min = 1, max = l::HEADER_NAME))]
     pub header: Option<String>,
     /// Overrides the provider's default prefix.
+    #[schemars(length(max = l::HEADER_VALUE))]
     pub prefix: Option<String>,
 }
 
@@ -250,7 +348,9 @@ pub struct ApiKeySpec {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = l::NAME))]
     pub name: String,
+    #[schemars(length(min = 1, max = l::NAME))]
     pub key: String,
 }
 
@@ -266,7 +366,9 @@ pub struct SecretKeyRef {
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteSpec {
+    #[schemars(length(min = 1, max = l::NAME))]
     pub gateway: String,
+    #[schemars(length(max = l::RULES))]
     pub rules: Vec<RuleSpec>,
 }
 
@@ -274,7 +376,9 @@ pub struct RouteSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleSpec {
+    #[schemars(length(max = l::MATCHES))]
     pub matches: Option<Vec<MatchSpec>>,
+    #[schemars(length(max = l::BACKENDS))]
     pub backends: Vec<BackendRef>,
 }
 
@@ -282,7 +386,9 @@ pub struct RuleSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MatchSpec {
+    #[schemars(length(max = l::HEADER_VALUE))]
     pub path_prefix: Option<String>,
+    #[schemars(length(max = l::HEADERS))]
     pub headers: Option<Vec<HeaderMatchSpec>>,
 }
 
@@ -290,7 +396,9 @@ pub struct MatchSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderMatchSpec {
+    #[schemars(length(min = 1, max = l::HEADER_NAME))]
     pub name: String,
+    #[schemars(length(max = l::HEADER_VALUE))]
     pub value: String,
 }
 
@@ -298,8 +406,10 @@ pub struct HeaderMatchSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendRef {
+    #[schemars(length(min = 1, max = l::NAME))]
     pub name: String,
     /// Defaults to 1.
+    #[schemars(range(min = 0, max = l::WEIGHT))]
     pub weight: Option<u32>,
 }
 

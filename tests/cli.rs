@@ -98,6 +98,69 @@ spec:
     assert!(broken.contains("invalid YAML"), "{broken}");
 }
 
+/// Input that once panicked `tessera validate` (exit 101), or could exhaust memory, is a
+/// located error and exit code 1.
+#[test]
+fn validate_turns_hostile_input_into_located_errors() {
+    let policy = r#"apiVersion: tessera.dev/v1alpha1
+kind: BackendSecurityPolicy
+metadata: {name: aws}
+spec:
+  type: AWSCredentials
+  awsCredentials:
+    region: us-east-1
+    credentialsFile: creds
+    refresh: {maxBackoff: 18446744073709551615s1s}
+"#;
+    let laughs = (1..12).fold(
+        "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n".to_owned(),
+        |t, i| {
+            let refs = vec![format!("*a{}", i - 1); 9].join(", ");
+            format!("{t}a{i}: &a{i} [{refs}]\n")
+        },
+    );
+    let cases = [
+        (
+            policy.to_owned(),
+            r#"document 1 (BackendSecurityPolicy "aws"): spec.awsCredentials.refresh.maxBackoff: "18446744073709551615s1s" is longer than 24h"#,
+        ),
+        (
+            "a: *nowhere\n".to_owned(),
+            "document 1: invalid YAML: unknown anchor",
+        ),
+        (
+            laughs,
+            "document 1: invalid YAML: repetition limit exceeded",
+        ),
+        (
+            "[".repeat(1 << 20),
+            "invalid YAML: [ and { nest more than 100 deep",
+        ),
+        (
+            format!("#{}\n", "x".repeat(1 << 20)),
+            "is larger than 1 MiB",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, &yaml).unwrap();
+        let started = Instant::now();
+        let out = tessera_in(dir.path(), ["validate", "--config", "c.yaml"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{expected}:\n{stderr}");
+        assert!(
+            stderr.contains(&format!("c.yaml: {expected}")),
+            "{expected}:\n{stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{expected}: {:?}",
+            started.elapsed()
+        );
+    }
+}
+
 // === serve ===
 
 #[test]

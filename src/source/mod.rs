@@ -7,12 +7,14 @@ pub mod file;
 pub mod key_files;
 pub mod kubernetes;
 pub mod load;
+mod problem;
 pub mod watch;
 
-pub use load::{ConfigError, ConfigErrors, Loaded, Restrictions, load, load_documents};
+pub use load::{ConfigError, ConfigErrors, Loaded, Restrictions, load, load_partial};
+pub use problem::{Problem, Reason};
 
 use crate::model::Model;
-use kubernetes::{ObjectKey, Problem};
+use load::ObjectRef;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use std::sync::Arc;
 pub struct Snapshot {
     pub model: Model,
     /// Objects left out of the model (or only partly usable), and why.
-    pub problems: BTreeMap<ObjectKey, Vec<Problem>>,
+    pub problems: BTreeMap<ObjectRef, Vec<Problem>>,
     pub info: SourceInfo,
 }
 

@@ -1,15 +1,16 @@
 //! Kubernetes objects → one validated model, namespace by namespace, with a diagnosis for
-//! every object that could not be used. An invalid object is left out (and told why in its
-//! status); it never blocks the others.
+//! every object that could not be used. The typed specs go to the loader as they are; an
+//! invalid object is left out (and told why in its status) and never blocks the others.
 
 use crate::api::{BackendResource, BackendSecurityPolicyResource, GatewayResource, RouteResource};
 use crate::model::{KeySource, Model, PolicyKind};
-use crate::source::{ConfigError, Restrictions, load_documents};
+use crate::source::{Problem, Reason, Restrictions};
+use crate::source::load::{
+    self, ConfigError, ErrorClass, Kind, Object, ObjectRef, Origin, SecretData, Spec,
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use serde_json::{Value as Json, json};
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Every watched object, as the reflectors hold them.
@@ -22,39 +23,18 @@ pub struct Objects {
     pub secrets: Vec<Arc<Secret>>,
 }
 
-/// Identifies an object: kind, namespace, name.
-pub type ObjectKey = (&'static str, String, String);
-
-/// Why an object is not (fully) in use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// `Accepted` (the object itself is invalid) or `ResolvedRefs` (it names something absent).
-    pub condition: &'static str,
-    pub reason: &'static str,
-    pub message: String,
-}
-
-/// The model built from the cluster is the snapshot every source publishes.
 pub use crate::source::Snapshot;
-
-// Secrets can be invalid too (bad base64); they are left out like the rest.
-const KINDS: [&str; 5] = [
-    "Gateway",
-    "Backend",
-    "BackendSecurityPolicy",
-    "Route",
-    "Secret",
-];
 
 /// Builds the snapshot: references resolve within a namespace; model names become
 /// `<namespace>/<name>` so xDS resource names carry the namespace.
 pub fn build(objects: &Objects, restrictions: &Restrictions) -> Snapshot {
     let mut snapshot = Snapshot::default();
-    let mut docs: BTreeMap<String, Vec<(ObjectKey, Json)>> = BTreeMap::new();
-    let mut add = |kind: &'static str, ns: String, name: String, doc: Json| {
-        docs.entry(ns.clone())
-            .or_default()
-            .push(((kind, ns, name), doc));
+    let mut by_namespace: BTreeMap<String, Vec<Object>> = BTreeMap::new();
+    let mut add = |ns: String, name: String, spec: Spec| {
+        let list = by_namespace.entry(ns.clone()).or_default();
+        // Errors name the object; the origin only has to tell objects apart.
+        let origin = Origin::new(format!("namespace {ns}"), list.len() + 1);
+        list.push(Object::new(origin, Some(&ns), &name, spec));
     };
     // Two Gateways claiming one nodeCluster: the oldest keeps it.
     let mut gateways: Vec<_> = objects.gateways.iter().collect();
@@ -69,174 +49,52 @@ pub fn build(objects: &Objects, restrictions: &Restrictions) -> Snapshot {
     for g in gateways {
         let (ns, name) = (g.namespace().unwrap_or_default(), g.name_any());
         if let Some(owner) = claimed.get(g.spec.node_cluster.as_str()) {
-            snapshot
-                .problems
-                .entry(("Gateway", ns, name))
-                .or_default()
-                .push(Problem {
-                    condition: "Accepted",
-                    reason: "NodeClusterConflict",
-                    message: format!(
-                        "nodeCluster {:?} is already served by the older Gateway {owner}",
-                        g.spec.node_cluster
-                    ),
-                });
+            let object = ObjectRef::new(Kind::Gateway, Some(&ns), name);
+            snapshot.problems.entry(object).or_default().push(Problem {
+                reason: Reason::NodeClusterConflict,
+                message: format!(
+                    "nodeCluster {:?} is already served by the older Gateway {owner}",
+                    g.spec.node_cluster
+                ),
+            });
             continue;
         }
         claimed.insert(&g.spec.node_cluster, format!("{ns}/{name}"));
-        add("Gateway", ns, name, document("Gateway", g.as_ref()));
+        add(ns, name, Spec::Gateway(g.spec.clone()));
     }
     for b in &objects.backends {
-        add(
-            "Backend",
-            b.namespace().unwrap_or_default(),
-            b.name_any(),
-            document("Backend", b.as_ref()),
-        );
+        let spec = Spec::Backend(b.spec.clone());
+        add(b.namespace().unwrap_or_default(), b.name_any(), spec);
     }
     for p in &objects.policies {
-        let doc = document("BackendSecurityPolicy", p.as_ref());
-        add(
-            "BackendSecurityPolicy",
-            p.namespace().unwrap_or_default(),
-            p.name_any(),
-            doc,
-        );
+        let spec = Spec::BackendSecurityPolicy(Box::new(p.spec.clone()));
+        add(p.namespace().unwrap_or_default(), p.name_any(), spec);
     }
     for r in &objects.routes {
-        add(
-            "Route",
-            r.namespace().unwrap_or_default(),
-            r.name_any(),
-            document("Route", r.as_ref()),
-        );
+        let spec = Spec::Route(r.spec.clone());
+        add(r.namespace().unwrap_or_default(), r.name_any(), spec);
     }
     for s in &objects.secrets {
-        let data: BTreeMap<String, String> = s
-            .data
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), base64_encode(&v.0)))
-            .collect();
-        let doc = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": s.name_any()}, "data": data});
-        add(
-            "Secret",
-            s.namespace().unwrap_or_default(),
-            s.name_any(),
-            doc,
-        );
+        let data = s.data.iter().flatten();
+        let data = data.map(|(k, v)| (k.clone(), v.0.clone())).collect();
+        let spec = Spec::Secret(SecretData(data));
+        add(s.namespace().unwrap_or_default(), s.name_any(), spec);
     }
-    for (ns, objects) in docs {
-        let model = load_namespace(&ns, objects, restrictions, &mut snapshot.problems);
-        merge(&mut snapshot.model, namespaced(model, &ns));
-    }
-    snapshot
-}
-
-/// The document the file loader would have read: Tessera's fields only.
-fn document<K: serde::Serialize + kube::Resource>(kind: &str, obj: &K) -> Json {
-    let spec = serde_json::to_value(obj)
-        .ok()
-        .and_then(|v| v.get("spec").cloned())
-        .unwrap_or(Json::Null);
-    json!({
-        "apiVersion": crate::api::API_VERSION,
-        "kind": kind,
-        "metadata": {"name": obj.meta().name.clone().unwrap_or_default()},
-        "spec": strip_nulls(spec),
-    })
-}
-
-// Option fields serialize as null; the schema types treat absent and null alike, but keep the
-// documents as a user would have written them.
-fn strip_nulls(v: Json) -> Json {
-    match v {
-        Json::Object(m) => Json::Object(
-            m.into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k, strip_nulls(v)))
-                .collect(),
-        ),
-        Json::Array(a) => Json::Array(a.into_iter().map(strip_nulls).collect()),
-        other => other,
-    }
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// Validates one namespace, leaving out invalid objects (and then whatever referenced them)
-/// until the rest validates.
-fn load_namespace(
-    ns: &str,
-    objects: Vec<(ObjectKey, Json)>,
-    restrictions: &Restrictions,
-    problems: &mut BTreeMap<ObjectKey, Vec<Problem>>,
-) -> Model {
-    let source = PathBuf::from(format!("namespace {ns}"));
-    let mut excluded: BTreeSet<ObjectKey> = BTreeSet::new();
-    // Each pass removes at least one object, and a reference chain is at most Route →
-    // Backend → policy → Secret deep.
-    for _ in 0..8 {
-        let kept: Vec<&(ObjectKey, Json)> = objects
-            .iter()
-            .filter(|(k, _)| !excluded.contains(k))
-            .collect();
-        let values = kept
-            .iter()
-            .filter_map(|(_, doc)| serde_yaml::to_value(doc).ok());
-        let (model, errors) = load_documents(&source, values, restrictions);
-        if errors.is_empty() {
-            return model;
-        }
-        let mut progressed = false;
-        for error in errors {
-            let Some(key) = object_of(&error, ns) else {
+    for (ns, objects) in by_namespace {
+        let partial = load::load_partial(&objects, restrictions);
+        for error in &partial.errors {
+            let Some(object) = &error.object else {
                 continue;
             };
-            let problem = problem(&error);
-            let list = problems.entry(key.clone()).or_default();
+            let problem = Problem::from(error);
+            let list = snapshot.problems.entry(object.clone()).or_default();
             if !list.contains(&problem) {
                 list.push(problem);
             }
-            progressed |= excluded.insert(key);
         }
-        if !progressed {
-            break;
-        }
+        merge(&mut snapshot.model, namespaced(partial.model, &ns));
     }
-    Model::default()
-}
-
-fn object_of(error: &ConfigError, ns: &str) -> Option<ObjectKey> {
-    let object = error.object.as_deref()?;
-    let (kind, name) = object.split_once(' ')?;
-    let kind = KINDS.into_iter().find(|k| *k == kind)?;
-    Some((kind, ns.to_owned(), name.trim_matches('"').to_owned()))
-}
-
-fn problem(error: &ConfigError) -> Problem {
-    let missing = error.message.contains("does not exist");
-    let message = if error.field.is_empty() {
-        error.message.clone()
-    } else {
-        format!("{}: {}", error.field, error.message)
-    };
-    if missing {
-        Problem {
-            condition: "ResolvedRefs",
-            reason: "RefNotFound",
-            message,
-        }
-    } else {
-        Problem {
-            condition: "Accepted",
-            reason: "Invalid",
-            message,
-        }
-    }
+    snapshot
 }
 
 /// Renames every object of one namespace to `<ns>/<name>`, references included.
@@ -288,6 +146,10 @@ mod tests {
         BackendRef, BackendSpec, GatewaySpec, ListenerSpec, Provider, RouteSpec, RuleSpec,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn key(kind: Kind, ns: &str, name: &str) -> ObjectRef {
+        ObjectRef::new(kind, Some(ns), name)
+    }
 
     fn meta<T: kube::Resource>(obj: &mut T, ns: &str, name: &str, created: i64) {
         let m = obj.meta_mut();
@@ -388,8 +250,8 @@ mod tests {
         let s = build(&objects, &Restrictions::default());
         assert!(s.model.backends.contains_key("a/good"));
         assert!(!s.model.backends.contains_key("a/bad"));
-        let bad = &s.problems[&("Backend", "a".to_string(), "bad".to_string())];
-        assert_eq!(bad[0].condition, "Accepted");
+        let bad = &s.problems[&key(Kind::Backend, "a", "bad")];
+        assert_eq!(bad[0].reason, Reason::Invalid);
         assert!(bad[0].message.contains("spec.endpoint"), "{bad:?}");
         // A Route that names the broken Backend is dropped with ResolvedRefs=False.
         let objects = Objects {
@@ -398,10 +260,10 @@ mod tests {
         };
         let s = build(&objects, &Restrictions::default());
         assert!(s.model.routes.is_empty());
-        let chat = &s.problems[&("Route", "a".to_string(), "chat".to_string())];
+        let chat = &s.problems[&key(Kind::Route, "a", "chat")];
         assert!(
             chat.iter()
-                .any(|p| p.condition == "ResolvedRefs" && p.message.contains("\"bad\"")),
+                .any(|p| p.reason == Reason::RefNotFound && p.message.contains("\"bad\"")),
             "{chat:?}"
         );
         assert!(s.model.gateways.contains_key("a/gw"), "the rest stays");
@@ -419,8 +281,78 @@ mod tests {
         let s = build(&objects, &Restrictions::default());
         assert!(s.model.gateways.contains_key("a/early"));
         assert!(!s.model.gateways.contains_key("b/late"));
-        let p = &s.problems[&("Gateway", "b".to_string(), "late".to_string())][0];
-        assert_eq!(p.reason, "NodeClusterConflict");
+        let p = &s.problems[&key(Kind::Gateway, "b", "late")][0];
+        assert_eq!(p.reason, Reason::NodeClusterConflict);
         assert!(p.message.contains("a/early"));
+    }
+
+    fn policy(ns: &str, name: &str, spec: serde_json::Value) -> Arc<BackendSecurityPolicyResource> {
+        let spec = serde_json::from_value(spec).unwrap();
+        let mut p = BackendSecurityPolicyResource::new(name, spec);
+        meta(&mut p, ns, name, 0);
+        Arc::new(p)
+    }
+
+    fn secret(ns: &str, name: &str, key: &str, value: &[u8]) -> Arc<Secret> {
+        let mut s = Secret::default();
+        meta(&mut s, ns, name, 0);
+        let bytes = k8s_openapi::ByteString(value.to_vec());
+        s.data = Some([(key.to_owned(), bytes)].into());
+        Arc::new(s)
+    }
+
+    /// Objects that crashed the source task (a duration overflow) or that no file could
+    /// hold (bytes that are not UTF-8) each get a problem; the rest keeps serving.
+    #[test]
+    fn hostile_objects_get_problems_and_the_rest_serves() {
+        let api_key = |secret: &str| serde_json::json!({"type": "APIKey", "apiKey": {"secretRef": {"name": secret, "key": "k"}}});
+        let objects = Objects {
+            gateways: vec![gateway("a", "gw", "edge", 1)],
+            backends: vec![backend("a", "openai", "http://10.0.0.1")],
+            routes: vec![route("a", &["openai"])],
+            policies: vec![
+                policy(
+                    "a",
+                    "overflow",
+                    serde_json::json!({"type": "AWSCredentials", "awsCredentials": {
+                        "region": "us-east-1", "credentialsFile": "/c",
+                        "refresh": {"maxBackoff": "18446744073709551615s1s"}}}),
+                ),
+                policy("a", "binary", api_key("binary")),
+                policy("a", "text", api_key("text")),
+            ],
+            secrets: vec![
+                secret("a", "binary", "k", &[0xff, 0xfe]),
+                secret("a", "text", "k", b"sk-1"),
+            ],
+        };
+        let restrictions = Restrictions {
+            file_dirs: Some(vec!["/".into()]),
+            endpoints: Some(vec![]),
+        };
+        let s = build(&objects, &restrictions);
+        let overflow = &s.problems[&key(Kind::BackendSecurityPolicy, "a", "overflow")];
+        assert_eq!(overflow.len(), 1, "{overflow:?}");
+        assert_eq!(overflow[0].reason, Reason::Invalid);
+        assert!(
+            overflow[0]
+                .message
+                .starts_with("spec.awsCredentials.refresh.maxBackoff: "),
+            "{overflow:?}"
+        );
+        let binary = &s.problems[&key(Kind::Secret, "a", "binary")];
+        assert_eq!(binary[0].message, "data.k: is not valid UTF-8 once decoded");
+        // A Secret left out is a revocation for the policy that names it, not an error.
+        let value = |policy: &str| match &s.model.policies[policy].kind {
+            PolicyKind::ApiKey(key) => match &key.source {
+                KeySource::Secret { value, .. } => value.as_ref().map(|v| v.expose().to_owned()),
+                KeySource::File(_) => panic!("a Secret source"),
+            },
+            _ => panic!("an API key"),
+        };
+        assert_eq!(value("a/binary"), None);
+        assert_eq!(value("a/text").as_deref(), Some("sk-1"));
+        assert!(s.model.routes.contains_key("a/chat"), "the rest serves");
+        assert_eq!(s.problems.len(), 2, "{:?}", s.problems);
     }
 }

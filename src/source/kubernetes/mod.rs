@@ -6,7 +6,7 @@ mod convert;
 pub mod lease;
 pub mod status;
 
-pub use convert::{ObjectKey, Objects, Problem, Snapshot, build};
+pub use convert::{Objects, Snapshot, build};
 
 use super::Update;
 use super::debounce::{self, Urgency};

@@ -3,8 +3,10 @@
 //! secret value). Only changed statuses are patched.
 
 use super::StoreHandles;
-use super::convert::{Problem, Snapshot};
+use super::convert::Snapshot;
 use crate::credentials::{Closed, CredentialState, Revocation, StatusBoard};
+use crate::source::load::{Kind, ObjectRef};
+use crate::source::{Problem, Reason};
 use crate::translate::names;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Patch, PatchParams};
@@ -41,16 +43,17 @@ pub async fn write(
             board: &board,
         };
         for o in stores.gateways.state() {
-            ctx.sync(o.as_ref(), "Gateway", false).await;
+            ctx.sync(o.as_ref(), Kind::Gateway, false).await;
         }
         for o in stores.backends.state() {
-            ctx.sync(o.as_ref(), "Backend", false).await;
+            ctx.sync(o.as_ref(), Kind::Backend, false).await;
         }
         for o in stores.policies.state() {
-            ctx.sync(o.as_ref(), "BackendSecurityPolicy", true).await;
+            ctx.sync(o.as_ref(), Kind::BackendSecurityPolicy, true)
+                .await;
         }
         for o in stores.routes.state() {
-            ctx.sync(o.as_ref(), "Route", false).await;
+            ctx.sync(o.as_ref(), Kind::Route, false).await;
         }
     }
 }
@@ -62,7 +65,7 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    async fn sync<K>(&self, obj: &K, kind: &'static str, credential: bool)
+    async fn sync<K>(&self, obj: &K, kind: Kind, credential: bool)
     where
         K: Resource<Scope = NamespaceResourceScope>
             + Clone
@@ -76,14 +79,11 @@ impl Ctx<'_> {
         let problems = self
             .snapshot
             .problems
-            .get(&(kind, ns.clone(), name.clone()))
+            .get(&ObjectRef::new(kind, Some(&ns), name.clone()))
             .cloned()
             .unwrap_or_default();
         let generation = obj.meta().generation;
-        let mut conditions = vec![
-            condition("Accepted", &problems, "Accepted", generation),
-            condition("ResolvedRefs", &problems, "ResolvedRefs", generation),
-        ];
+        let mut conditions = conditions(&problems, generation).to_vec();
         if credential {
             conditions.push(self.credential_ready(&ns, &name, problems.is_empty(), generation));
         }
@@ -112,8 +112,10 @@ impl Ctx<'_> {
             .patch_status(&name, &PatchParams::default(), &patch)
             .await
         {
-            Ok(_) => debug!(kind, namespace = %ns, name = %name, "status written"),
-            Err(e) => warn!(kind, namespace = %ns, name = %name, error = %e, "cannot write status"),
+            Ok(_) => debug!(%kind, namespace = %ns, name = %name, "status written"),
+            Err(e) => {
+                warn!(%kind, namespace = %ns, name = %name, error = %e, "cannot write status")
+            }
         }
     }
 
@@ -175,11 +177,31 @@ impl Ctx<'_> {
     }
 }
 
-fn condition(kind: &str, problems: &[Problem], ok_reason: &str, generation: Option<i64>) -> Json {
-    match problems.iter().find(|p| p.condition == kind) {
-        Some(p) => cond(kind, "False", p.reason, &p.message, generation),
-        None => cond(kind, "True", ok_reason, "", generation),
+/// The condition a problem sets to False, and the reason it gives there.
+fn condition_of(reason: Reason) -> (&'static str, &'static str) {
+    match reason {
+        Reason::Invalid => ("Accepted", "Invalid"),
+        Reason::NotAllowed => ("Accepted", "NotAllowed"),
+        Reason::NodeClusterConflict => ("Accepted", "NodeClusterConflict"),
+        Reason::RefNotFound => ("ResolvedRefs", "RefNotFound"),
     }
+}
+
+/// `Accepted` and `ResolvedRefs`: each False with the first problem that concerns it.
+fn conditions(problems: &[Problem], generation: Option<i64>) -> [Json; 2] {
+    ["Accepted", "ResolvedRefs"].map(|kind| {
+        let first = problems.iter().find(|p| condition_of(p.reason).0 == kind);
+        match first {
+            Some(p) => cond(
+                kind,
+                "False",
+                condition_of(p.reason).1,
+                &p.message,
+                generation,
+            ),
+            None => cond(kind, "True", kind, "", generation),
+        }
+    })
 }
 
 fn cond(kind: &str, status: &str, reason: &str, message: &str, generation: Option<i64>) -> Json {
@@ -196,4 +218,73 @@ fn unix_to_rfc3339(t: u64) -> String {
     k8s_openapi::jiff::Timestamp::from_second(t as i64)
         .map(|t| t.to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::load::{ConfigError, ErrorClass};
+
+    fn error(class: ErrorClass, message: &str) -> ConfigError {
+        ConfigError {
+            file: "namespace a".into(),
+            document: 1,
+            object: Some(ObjectRef::new(Kind::Backend, Some("a"), "b")),
+            field: "spec.securityPolicy".into(),
+            message: message.into(),
+            class,
+        }
+    }
+
+    /// (status of Accepted, status of ResolvedRefs, reason of the False one).
+    fn outcome(class: ErrorClass, message: &str) -> (String, String, String) {
+        let problems = [Problem::from(&error(class, message))];
+        let [accepted, resolved] = conditions(&problems, Some(3));
+        assert_eq!(accepted["observedGeneration"], 3);
+        let reason = [&accepted, &resolved]
+            .into_iter()
+            .find(|c| c["status"] == "False")
+            .map(|c| c["reason"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default();
+        let status = |c: &Json| c["status"].as_str().unwrap_or_default().to_owned();
+        (status(&accepted), status(&resolved), reason)
+    }
+
+    #[test]
+    fn the_error_class_not_its_message_decides_the_condition() {
+        let messages = [
+            "BackendSecurityPolicy \"p\" does not exist",
+            "anything at all",
+        ];
+        for message in messages {
+            assert_eq!(
+                outcome(ErrorClass::MissingReference, message),
+                ("True".into(), "False".into(), "RefNotFound".into()),
+                "{message}"
+            );
+            assert_eq!(
+                outcome(ErrorClass::Invalid, message),
+                ("False".into(), "True".into(), "Invalid".into()),
+                "{message}"
+            );
+            assert_eq!(
+                outcome(ErrorClass::NotAllowed, message),
+                ("False".into(), "True".into(), "NotAllowed".into()),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_problem_means_both_conditions_true() {
+        let [accepted, resolved] = conditions(&[], None);
+        assert_eq!(
+            (&accepted["status"], &accepted["reason"]),
+            (&json!("True"), &json!("Accepted"))
+        );
+        assert_eq!(
+            (&resolved["status"], &resolved["reason"]),
+            (&json!("True"), &json!("ResolvedRefs"))
+        );
+    }
 }

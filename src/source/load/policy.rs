@@ -1,6 +1,8 @@
 //! Validation of BackendSecurityPolicy specs, one function per credential type.
 
-use super::{Secrets, Sink, is_header_name};
+use super::sink::{Fault, Sink};
+use super::syntax::is_header_name;
+use super::validate::Secrets;
 use crate::api::{
     self, ApiKeySpec, AwsCredentialsSpec, AzureCredentialsSpec, RefreshSpec, SecretKeyRef,
 };
@@ -55,7 +57,7 @@ fn secret_source(
             e.err(format!("{at}.{file_field}"), "must not be empty");
             None
         }
-        (Some(file), None) => match e.origin.resolve(&file) {
+        (Some(file), None) => match e.resolve(&file) {
             Ok(path) => Some(KeySource::File(path)),
             Err(m) => {
                 e.err(format!("{at}.{file_field}"), m);
@@ -85,7 +87,6 @@ fn secret_source(
 }
 
 pub(super) fn aws(
-    policy: &str,
     spec: AwsCredentialsSpec,
     e: &mut Sink<'_>,
     secrets: &Secrets,
@@ -98,7 +99,9 @@ pub(super) fn aws(
         );
     }
     if let Some(endpoint) = spec.sts_endpoint.as_deref()
-        && let Err(m) = check_url(endpoint).and_then(|()| e.origin.allow_endpoint(endpoint))
+        && let Err(m) = check_url(endpoint)
+            .map_err(Fault::from)
+            .and_then(|()| e.allow_endpoint(endpoint))
     {
         e.err(format!("{AT}.stsEndpoint"), m);
     }
@@ -112,13 +115,13 @@ pub(super) fn aws(
             if spec.profile.is_some() {
                 e.err(format!("{AT}.profile"), "only applies to credentialsFile");
             }
-            web_identity(policy, x, e, secrets).map(AwsSource::WebIdentity)
+            web_identity(x, e, secrets).map(AwsSource::WebIdentity)
         }
         (None, Some(file)) if file.is_empty() => {
             e.err(format!("{AT}.credentialsFile"), "must not be empty");
             None
         }
-        (None, Some(file)) => match e.origin.resolve(&file) {
+        (None, Some(file)) => match e.resolve(&file) {
             Ok(path) => Some(AwsSource::CredentialsFile {
                 path,
                 profile: spec.profile.unwrap_or_else(|| "default".into()),
@@ -145,7 +148,6 @@ pub(super) fn aws(
 }
 
 fn web_identity(
-    policy: &str,
     x: api::OidcExchangeTokenSpec,
     e: &mut Sink<'_>,
     secrets: &Secrets,
@@ -164,11 +166,10 @@ fn web_identity(
             "must be between 900 and 43200",
         );
     }
-    let session_name = x.role_session_name.unwrap_or_else(|| {
-        let mut name = format!("tessera-{policy}");
-        name.truncate(64);
-        name
-    });
+    // By characters: truncating a string by bytes panics inside a multi-byte character.
+    let session_name = x
+        .role_session_name
+        .unwrap_or_else(|| format!("tessera-{}", e.name()).chars().take(64).collect());
     // STS: 2-64 characters of [\w+=,.@-].
     let valid_session = (2..=64).contains(&session_name.len())
         && session_name
@@ -185,7 +186,7 @@ fn web_identity(
             e.err(format!("{AT}.tokenFile"), "must not be empty");
             None
         }
-        (Some(file), None) => match e.origin.resolve(&file) {
+        (Some(file), None) => match e.resolve(&file) {
             Ok(path) => Some(TokenSource::File(path)),
             Err(m) => {
                 e.err(format!("{AT}.tokenFile"), m);
@@ -223,12 +224,14 @@ pub(super) fn oidc_client(
 ) -> Option<OidcClient> {
     let endpoint = match (spec.issuer, spec.token_endpoint) {
         (Some(issuer), None) => check_url(&issuer)
-            .and_then(|()| e.origin.allow_endpoint(&issuer))
+            .map_err(Fault::from)
+            .and_then(|()| e.allow_endpoint(&issuer))
             .map_err(|m| e.err(format!("{at}.issuer"), m))
             .ok()
             .map(|()| OidcEndpoint::Issuer(issuer)),
         (None, Some(url)) => check_url(&url)
-            .and_then(|()| e.origin.allow_endpoint(&url))
+            .map_err(Fault::from)
+            .and_then(|()| e.allow_endpoint(&url))
             .map_err(|m| e.err(format!("{at}.tokenEndpoint"), m))
             .ok()
             .map(|()| OidcEndpoint::TokenEndpoint(url)),
@@ -291,7 +294,7 @@ pub(super) fn azure(
         );
     }
     let ca_pem = spec.ca_file.and_then(|file| {
-        let path = match e.origin.resolve(&file) {
+        let path = match e.resolve(&file) {
             Ok(path) => path,
             Err(m) => {
                 e.err(format!("{AT}.caFile"), m);
@@ -335,7 +338,7 @@ pub(super) fn azure(
         (false, Some(x)) => {
             let at = format!("{AT}.oidcExchangeToken");
             match (x.token_file, x.oidc) {
-                (Some(file), None) if !file.is_empty() => match e.origin.resolve(&file) {
+                (Some(file), None) if !file.is_empty() => match e.resolve(&file) {
                     Ok(path) => Some(AzureAuth::Federated(TokenSource::File(path))),
                     Err(m) => {
                         e.err(format!("{at}.tokenFile"), m);
@@ -379,14 +382,20 @@ fn refresh(spec: RefreshSpec, at: &str, e: &mut Sink<'_>) -> Option<RefreshPolic
     let defaults = RefreshPolicy::default();
     let mut field = |value: Option<String>, name: &str, default: Duration| match value {
         None => Some(default),
-        Some(v) => parse_duration(&v)
+        Some(v) => parse_duration(&v, MAX_DURATION)
             .map_err(|m| e.err(format!("{at}.{name}"), m))
             .ok(),
     };
     let before_expiry = field(spec.before_expiry, "beforeExpiry", defaults.before_expiry);
     let jitter = field(spec.jitter, "jitter", defaults.jitter);
     let max_backoff = field(spec.max_backoff, "maxBackoff", defaults.max_backoff);
-    let max_backoff = max_backoff.filter(|d| !d.is_zero());
+    // A zero backoff would retry a failing issuer in a busy loop.
+    let max_backoff = max_backoff.filter(|d| {
+        if d.is_zero() {
+            e.err(format!("{at}.maxBackoff"), "must be more than 0");
+        }
+        !d.is_zero()
+    });
     Some(RefreshPolicy {
         before_expiry: before_expiry?,
         jitter: jitter?,
@@ -394,32 +403,46 @@ fn refresh(spec: RefreshSpec, at: &str, e: &mut Sink<'_>) -> Option<RefreshPolic
     })
 }
 
-/// Parses durations like `5m`, `30s`, `1h30m`, `250ms`.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Longest refresh duration accepted.
+const MAX_DURATION: Duration = Duration::from_secs(api::limits::MAX_DURATION_SECS);
+
+/// Parses durations like `5m`, `30s`, `1h30m`, `250ms`, up to `max`. Arithmetic is checked:
+/// no text can overflow it.
+pub(crate) fn parse_duration(text: &str, max: Duration) -> Result<Duration, String> {
     let bad = || format!("{text:?} is not a duration such as \"30s\", \"5m\" or \"1h30m\"");
-    let mut total = Duration::ZERO;
+    let too_long = || format!("{text:?} is longer than {}h", max.as_secs() / 3600);
+    let max_ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+    let mut total_ms: u64 = 0;
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err(bad());
     }
     while !rest.is_empty() {
         let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        // All digits, so the only way to fail is overflow.
+        let n: u64 = rest[..digits].parse().map_err(|_| too_long())?;
         rest = &rest[digits..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
+        let unit_ms: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
             _ => return Err(bad()),
         };
-        total += unit;
+        total_ms = n
+            .checked_mul(unit_ms)
+            .and_then(|ms| total_ms.checked_add(ms))
+            .filter(|total| *total <= max_ms)
+            .ok_or_else(too_long)?;
         rest = &rest[unit_len..];
     }
-    Ok(total)
+    Ok(Duration::from_millis(total_ms))
 }
 
 fn check_url(url: &str) -> Result<(), String> {
@@ -440,17 +463,42 @@ fn is_region(region: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{MAX_DURATION, parse_duration};
     use std::time::Duration;
+
+    fn parse(text: &str) -> Result<Duration, String> {
+        parse_duration(text, MAX_DURATION)
+    }
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("m").is_err());
-        assert!(parse_duration("5 minutes").is_err());
-        assert!(parse_duration("").is_err());
+        assert_eq!(parse("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse("24h"), Ok(MAX_DURATION));
+        assert_eq!(parse("23h59m60s"), Ok(MAX_DURATION));
+        assert!(parse("5").is_err());
+        assert!(parse("m").is_err());
+        assert!(parse("5 minutes").is_err());
+        assert!(parse("").is_err());
+    }
+
+    /// Each of these overflowed (u64 or `Duration` arithmetic) and panicked before.
+    #[test]
+    fn durations_past_the_bound_are_errors_not_panics() {
+        for text in [
+            "24h1ms",
+            "18446744073709551615s1s",
+            "18446744073709551615s",
+            "18446744073709551616ms",
+            "307445734561825861m",
+            "5124095576030432h",
+            "99999999999999999999999999999h",
+            "86400001ms",
+            "1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h",
+        ] {
+            let error = parse(text).expect_err(text);
+            assert!(error.contains("is longer than 24h"), "{text}: {error}");
+        }
     }
 }

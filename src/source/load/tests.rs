@@ -1,8 +1,18 @@
+use super::syntax::parse_endpoint;
 use super::*;
+use crate::api;
 use crate::model::Provider as P;
-use crate::model::{ApiKey, KeySource};
+use crate::model::{
+    ApiKey, Backend, Endpoint, Gateway, HeaderMatch, KeySource, Listener, Match, PolicyKind, Route,
+    Rule, SecretString, SecurityPolicy, UpstreamTls, WeightedBackend,
+};
+use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use std::fs;
 use tempfile::TempDir;
+
+mod bounds;
+mod partial;
 
 const V: &str = "apiVersion: tessera.dev/v1alpha1";
 const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
@@ -96,7 +106,7 @@ fn each_rule_names_file_document_object_and_field() {
         ),
         (
             format!("{V}\nkind: Foo\nmetadata: {{name: x}}\n"),
-            r#"document 1 (Foo "x"): kind: unknown kind "Foo""#,
+            r#"document 1: kind: unknown kind "Foo" in "x""#,
         ),
         (
             format!("{V}\nmetadata: {{name: x}}\n"),
@@ -375,23 +385,28 @@ fn each_rule_names_file_document_object_and_field() {
         ),
     ];
     for (yaml, expected) in cases {
-        let errors = errors(&base_with(&yaml));
-        // Cases without an explicit document are all in document 1.
-        let found = match expected.starts_with("document") {
-            true => errors
-                .iter()
-                .any(|e| e.contains(&format!("z.yaml: {expected}"))),
-            false => errors.iter().any(|e| {
-                e.contains("z.yaml: document 1 (") && e.contains(&format!("): {expected}"))
-            }),
-        };
-        assert!(found, "expected {expected:?} for\n{yaml}\ngot {errors:#?}");
-        assert_eq!(
-            errors.len(),
-            1,
-            "one error expected for\n{yaml}\ngot {errors:#?}"
-        );
+        expect_one_error(&yaml, expected);
     }
+}
+
+/// `yaml` (as `z.yaml` beside [`BASE`]) fails with exactly one error, `expected`, which
+/// includes its document unless that is document 1.
+fn expect_one_error(yaml: &str, expected: &str) {
+    let errors = errors(&base_with(yaml));
+    let found = match expected.starts_with("document") {
+        true => errors
+            .iter()
+            .any(|e| e.contains(&format!("z.yaml: {expected}"))),
+        false => errors
+            .iter()
+            .any(|e| e.contains("z.yaml: document 1 (") && e.contains(&format!("): {expected}"))),
+    };
+    assert!(found, "expected {expected:?} for\n{yaml}\ngot {errors:#?}");
+    assert_eq!(
+        errors.len(),
+        1,
+        "one error expected for\n{yaml}\ngot {errors:#?}"
+    );
 }
 
 #[test]
