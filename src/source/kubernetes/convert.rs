@@ -4,10 +4,8 @@
 
 use crate::api::{BackendResource, BackendSecurityPolicyResource, GatewayResource, RouteResource};
 use crate::model::{KeySource, Model, PolicyKind};
+use crate::source::load::{self, Kind, Object, ObjectRef, Origin, SecretData, Spec};
 use crate::source::{Problem, Reason, Restrictions};
-use crate::source::load::{
-    self, ConfigError, ErrorClass, Kind, Object, ObjectRef, Origin, SecretData, Spec,
-};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
