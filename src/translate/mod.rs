@@ -7,6 +7,7 @@
 mod cluster;
 mod listener;
 pub mod names;
+pub mod render;
 mod secret;
 mod signer;
 
