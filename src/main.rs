@@ -73,6 +73,16 @@ enum Command {
         #[arg(long, default_value = "config/example")]
         config: PathBuf,
     },
+    /// Print the Envoy resources each gateway's nodes would receive, secret values redacted.
+    Translate {
+        #[arg(long, default_value = "config/example")]
+        config: PathBuf,
+        /// Only the gateway serving this node cluster (a Gateway's spec.nodeCluster).
+        #[arg(long)]
+        node_cluster: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
     /// Print the CustomResourceDefinitions of Tessera's kinds (Kubernetes mode).
     Crds,
     /// Print an Envoy bootstrap that gets everything else from Tessera over ADS.
@@ -101,6 +111,15 @@ enum Command {
         #[arg(long, requires = "xds_tls_cert")]
         xds_server_name: Option<String>,
     },
+}
+
+/// How `translate` prints.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    /// Proto3 canonical JSON.
+    Json,
+    /// The same document as YAML.
+    Yaml,
 }
 
 fn main() -> ExitCode {
@@ -163,26 +182,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { config } => match tessera::source::load(&config) {
-            Ok(loaded) => {
-                println!(
-                    "{}: valid ({} gateways, {} backends, {} security policies, {} routes)",
-                    config.display(),
-                    loaded.model.gateways.len(),
-                    loaded.model.backends.len(),
-                    loaded.model.policies.len(),
-                    loaded.model.routes.len()
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(errors) => {
-                for e in &errors.0 {
-                    eprintln!("{e}");
-                }
-                eprintln!("{}: {} error(s)", config.display(), errors.0.len());
-                Ok(ExitCode::FAILURE)
-            }
-        },
+        Command::Validate { config } => {
+            let Some(loaded) = load_or_report(&config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            println!(
+                "{}: valid ({} gateways, {} backends, {} security policies, {} routes)",
+                config.display(),
+                loaded.model.gateways.len(),
+                loaded.model.backends.len(),
+                loaded.model.policies.len(),
+                loaded.model.routes.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Translate {
+            config,
+            node_cluster,
+            format,
+        } => {
+            let Some(loaded) = load_or_report(&config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            translate(&loaded.model, node_cluster.as_deref(), format)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crds => {
             print!("{}", tessera::api::crds_yaml()?);
             Ok(ExitCode::SUCCESS)
@@ -232,6 +256,58 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
         Ok(d) if !d.is_zero() && d <= Duration::from_secs(24 * 3600) => Ok(d),
         _ => Err(format!("{text:?} must be more than 0 and at most 24h")),
     }
+}
+
+/// Loads a configuration, or prints every error (as `validate` does) and returns `None`.
+fn load_or_report(config: &std::path::Path) -> Option<tessera::source::Loaded> {
+    match tessera::source::load(config) {
+        Ok(loaded) => Some(loaded),
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!("{}: {} error(s)", config.display(), errors.0.len());
+            None
+        }
+    }
+}
+
+/// Prints what `tessera serve` would send each gateway's nodes right after it started.
+fn translate(
+    model: &tessera::model::Model,
+    node_cluster: Option<&str>,
+    format: Format,
+) -> anyhow::Result<()> {
+    use tessera::credentials::static_key::Source;
+    let mut materials = std::collections::BTreeMap::new();
+    for policy in model.policies.values() {
+        let Some(source) = Source::of(policy) else {
+            continue;
+        };
+        let name = tessera::translate::names::credential(&policy.name);
+        match source.read() {
+            Ok(material) => drop(materials.insert(name, material)),
+            Err(why) => eprintln!("note: {name} is revoked ({why}): its backends fail closed"),
+        }
+    }
+    let mut gateways = tessera::translate::render::offline(model, &materials)?;
+    let output = match node_cluster {
+        None => serde_json::to_value(gateways)?,
+        Some(cluster) => gateways.remove(cluster).with_context(|| {
+            let known: Vec<_> = model
+                .gateways
+                .values()
+                .map(|g| g.node_cluster.as_str())
+                .collect();
+            format!("no Gateway serves node cluster {cluster:?} (served: {known:?})")
+        })?,
+    };
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(&output)? + "\n",
+        Format::Yaml => serde_yaml::to_string(&output)?,
+    };
+    print!("{text}");
+    Ok(())
 }
 
 fn split_host_port(address: &str) -> anyhow::Result<(String, u16)> {

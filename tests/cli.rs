@@ -161,6 +161,140 @@ spec:
     }
 }
 
+// === translate ===
+
+#[test]
+fn translate_prints_the_example_as_json_without_key_values() {
+    let out = tessera_in(&repo(), ["translate", "--config", "config/example"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let gateway = &json["ai-gateway"];
+    let names = |kind: &str| -> Vec<String> {
+        let list = gateway[kind]
+            .as_array()
+            .unwrap_or_else(|| panic!("{kind}: {json}"));
+        list.iter()
+            .map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names("clusters"), ["backend/anthropic", "backend/openai"]);
+    assert_eq!(names("listeners"), ["listener/ai-gateway/http"]);
+    assert_eq!(names("routes"), ["route/ai-gateway/http"]);
+    assert_eq!(
+        names("secrets"),
+        ["credential/anthropic-key", "credential/openai-key"]
+    );
+    for secret in gateway["secrets"].as_array().unwrap() {
+        assert_eq!(
+            secret["genericSecret"]["secret"]["inlineString"],
+            "<redacted>"
+        );
+    }
+    let mut keys = 0;
+    for entry in std::fs::read_dir(repo().join("config/example")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "key") {
+            let key = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                key.trim().len() >= 8,
+                "{}: too short to search for",
+                path.display()
+            );
+            assert!(!stdout.contains(key.trim()), "{} leaked", path.display());
+            keys += 1;
+        }
+    }
+    assert_eq!(keys, 2);
+}
+
+#[test]
+fn translate_prints_what_the_golden_files_hold() {
+    let testdata = repo().join("src/translate/testdata");
+    let mut cases = 0;
+    for entry in std::fs::read_dir(&testdata).unwrap() {
+        let case = entry.unwrap().path();
+        let Ok(expected) = std::fs::read_to_string(case.join("translated.json")) else {
+            continue;
+        };
+        let out = tessera_in(
+            &repo(),
+            [
+                OsStr::new("translate"),
+                "--config".as_ref(),
+                case.as_os_str(),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout) == expected,
+            "{}: output differs from translated.json",
+            case.display()
+        );
+        cases += 1;
+    }
+    assert!(cases >= 6, "{cases} golden cases");
+}
+
+#[test]
+fn translate_one_node_cluster_as_yaml() {
+    let all = tessera_in(&repo(), ["translate", "--config", "config/example"]);
+    let all: serde_json::Value = serde_json::from_slice(&all.stdout).unwrap();
+    let args = ["--node-cluster", "ai-gateway", "--format", "yaml"];
+    let out = tessera_in(
+        &repo(),
+        ["translate", "--config", "config/example"]
+            .iter()
+            .chain(&args),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let yaml: serde_json::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    assert_eq!(yaml, all["ai-gateway"]);
+    let unknown = [
+        "translate",
+        "--config",
+        "config/example",
+        "--node-cluster",
+        "nope",
+    ];
+    let out = tessera_in(&repo(), unknown);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(r#"node cluster "nope""#),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn translate_reports_an_invalid_config_like_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("route.yaml"),
+        "apiVersion: tessera.dev/v1alpha1\nkind: Route\nmetadata: {name: r}\nspec: {gateway: none, rules: []}\n",
+    )
+    .unwrap();
+    let run = |command: &str| {
+        tessera_in(
+            &repo(),
+            [
+                OsStr::new(command),
+                "--config".as_ref(),
+                dir.path().as_ref(),
+            ],
+        )
+    };
+    let (validate, translate) = (run("validate"), run("translate"));
+    assert!(!translate.status.success());
+    assert!(translate.stdout.is_empty(), "{}", text(&translate.stdout));
+    assert!(
+        text(&translate.stderr).contains(r#"Gateway "none" does not exist"#),
+        "{}",
+        text(&translate.stderr)
+    );
+    assert_eq!(text(&translate.stderr), text(&validate.stderr));
+}
+
 // === serve ===
 
 #[test]

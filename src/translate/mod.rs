@@ -9,6 +9,7 @@ mod cluster;
 pub mod credential;
 mod listener;
 pub mod names;
+pub mod render;
 mod secret;
 mod signer;
 
