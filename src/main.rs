@@ -278,16 +278,14 @@ fn translate(
     node_cluster: Option<&str>,
     format: Format,
 ) -> anyhow::Result<()> {
-    use tessera::credentials::static_key::Source;
     let mut materials = std::collections::BTreeMap::new();
-    for policy in model.policies.values() {
-        let Some(source) = Source::of(policy) else {
-            continue;
-        };
-        let name = tessera::translate::names::credential(&policy.name);
-        match source.read() {
+    for (policy, read) in tessera::credentials::static_key::read_all(model) {
+        let name = tessera::translate::names::credential(&policy);
+        match read {
             Ok(material) => drop(materials.insert(name, material)),
-            Err(why) => eprintln!("note: {name} is revoked ({why}): its backends fail closed"),
+            Err(why) => {
+                eprintln!("note: {name} cannot be served ({why}): its backends fail closed")
+            }
         }
     }
     let mut gateways = tessera::translate::render::offline(model, &materials)?;

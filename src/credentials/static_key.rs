@@ -67,6 +67,16 @@ impl Source {
     }
 }
 
+/// Reads every long-lived credential of `model` once, by policy name (offline tools; the
+/// server reads through one `reader` task per credential instead).
+pub fn read_all(model: &crate::model::Model) -> BTreeMap<String, Read> {
+    model
+        .policies
+        .values()
+        .filter_map(|p| Some((p.name.clone(), Source::of(p)?.read())))
+        .collect()
+}
+
 /// Reads a secret value: a file's trimmed content or a Secret document's key.
 pub fn read_secret(source: &KeySource) -> Result<SecretString, ReadError> {
     match source {

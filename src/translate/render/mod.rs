@@ -11,7 +11,7 @@ mod redact;
 pub use redact::REDACTED;
 
 use crate::credentials::Material;
-use crate::model::{Model, PolicyKind, SecurityPolicy};
+use crate::model::{Model, SecurityPolicy};
 use crate::translate::credential::{self, CredentialForm};
 use crate::translate::{names, translate};
 use crate::xds::resource::type_url;

@@ -1,5 +1,7 @@
 use super::*;
 use crate::model::{AwsKeys, SecretString};
+use crate::translate::secret::generic_secret;
+use crate::translate::signer::signer_config;
 use crate::xds::resource::to_any;
 use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};

@@ -5,7 +5,8 @@
 //! those whose case has no YAML left. Secret values in testdata contain `SECRET`, which must
 //! never reach an output.
 
-use crate::credentials::StaticKeys;
+use crate::credentials::static_key;
+use crate::translate::names;
 use crate::translate::render;
 use std::path::{Path, PathBuf};
 
@@ -21,8 +22,11 @@ fn testdata() -> PathBuf {
 /// What `tessera translate --config dir` prints.
 fn render_case(dir: &Path) -> Result<String, String> {
     let loaded = crate::source::load(dir).map_err(|e| e.to_string())?;
-    let keys = StaticKeys::load(&loaded.model);
-    let gateways = render::offline(&loaded.model, keys.states()).map_err(|e| e.to_string())?;
+    let materials = static_key::read_all(&loaded.model)
+        .into_iter()
+        .filter_map(|(policy, read)| Some((names::credential(&policy), read.ok()?)))
+        .collect();
+    let gateways = render::offline(&loaded.model, &materials).map_err(|e| e.to_string())?;
     let json = serde_json::to_string_pretty(&gateways).map_err(|e| e.to_string())?;
     Ok(json + "\n")
 }
