@@ -10,5 +10,6 @@ pub mod credentials;
 pub mod model;
 pub mod source;
 pub mod state;
+pub mod state_dir;
 pub mod translate;
 pub mod xds;

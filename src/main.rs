@@ -67,6 +67,11 @@ enum Command {
         /// Re-read every key file this often (e.g. 60s, 5m), for changes no file event reports.
         #[arg(long, default_value = "60s", value_parser = parse_interval)]
         key_reread_interval: Duration,
+        /// Directory for state that outlives a restart and is not configuration (never a
+        /// secret value). Default: `.tessera-state` beside the configuration directory; in
+        /// Kubernetes mode `/var/lib/tessera`.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Check a configuration; prints every error with file, document and field.
     Validate {
@@ -149,8 +154,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             lease_namespace,
             identity,
             key_reread_interval,
+            state_dir,
         } => {
             init_logging();
+            let state_dir = state_dir.unwrap_or_else(|| default_state_dir(&config, kubernetes));
             let kubernetes = kubernetes.then(|| tessera::source::kubernetes::KubeOptions {
                 namespace,
                 restrictions: tessera::source::Restrictions {
@@ -179,6 +186,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tls,
                 insecure_xds,
                 key_reread_interval,
+                state_dir,
             }))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -245,6 +253,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Where state lives unless `--state-dir` says otherwise.
+fn default_state_dir(config: &std::path::Path, kubernetes: bool) -> PathBuf {
+    if kubernetes {
+        return PathBuf::from("/var/lib/tessera");
+    }
+    let config = std::path::absolute(config).unwrap_or_else(|_| config.to_path_buf());
+    let dir = if config.is_dir() {
+        config.as_path()
+    } else {
+        config.parent().unwrap_or(std::path::Path::new("."))
+    };
+    dir.parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(".tessera-state")
 }
 
 /// A positive duration of at most a day, e.g. `60s`, `500ms`, `5m`.

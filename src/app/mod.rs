@@ -58,6 +58,8 @@ pub struct ServeOptions {
     pub insecure_xds: bool,
     /// How often every key file is re-read, whatever file events said.
     pub key_reread_interval: Duration,
+    /// `--state-dir`: opened (created) at start; see [`crate::state_dir`].
+    pub state_dir: PathBuf,
 }
 
 /// Runs until interrupted.

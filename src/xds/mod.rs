@@ -1,6 +1,7 @@
 //! xDS: the resource cache and the ADS gRPC service that serves it.
 
 pub mod cache;
+pub mod identity;
 pub mod resource;
 pub mod server;
 pub mod status;
