@@ -1,6 +1,6 @@
 //! The validated domain model: plain data, cross-references already resolved.
 //!
-//! Sources (files, later Kubernetes) produce a [`Model`]; `translate` turns it into Envoy
+//! Sources (YAML files, Kubernetes objects) produce a [`Model`]; `translate` turns it into Envoy
 //! resources. Nothing here does I/O or knows about protobuf.
 
 mod secret;

@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Per-type progress of one stream.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TypeStatus {
-    /// Last version (SotW) or nonce-tagged update (Delta) sent.
+    /// What was last sent: the type's version (SotW), or the response nonce (Delta, where
+    /// versions are per resource).
     pub sent: String,
-    /// Last version the node ACKed.
+    /// What the node last ACKed, in the same terms as `sent`: a version (SotW) or the nonce of
+    /// the acknowledged response (Delta).
     pub acked: String,
     /// Responses sent on this stream for this type.
     pub responses: u64,
