@@ -2,8 +2,12 @@
 
 use dashmap::DashMap;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+// Enough recent refusals to diagnose a misconfigured `xdsClients`, bounded against floods.
+const RECENT_REFUSALS: usize = 32;
 
 /// Per-type progress of one stream.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -30,6 +34,18 @@ pub struct StreamStatus {
     pub types: BTreeMap<&'static str, TypeStatus>,
 }
 
+/// A stream refused because its proven identity may not have the configuration it claimed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refusal {
+    /// The proven identity (certificate SANs or ServiceAccount), never a credential.
+    pub identity: String,
+    pub node_id: String,
+    pub node_cluster: String,
+    pub reason: String,
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+}
+
 /// All live streams plus counters that outlive them.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -37,6 +53,12 @@ pub struct Registry {
     pub streams: DashMap<u64, StreamStatus>,
     pub nacks_total: AtomicU64,
     pub responses_total: AtomicU64,
+    /// Streams refused by authorisation (`PERMISSION_DENIED`).
+    pub refused_total: AtomicU64,
+    /// Credential names asked for by nodes whose gateway does not reference them (each name
+    /// counted once per stream); nothing is sent for them.
+    pub unreferenced_credentials_total: AtomicU64,
+    refusals: Mutex<VecDeque<Refusal>>,
 }
 
 impl Registry {
@@ -60,6 +82,22 @@ impl Registry {
         if let Some(mut s) = self.streams.get_mut(&id) {
             f(s.types.entry(short_type).or_default());
         }
+    }
+
+    /// Records a refused stream.
+    pub fn refuse(&self, refusal: Refusal) {
+        self.refused_total.fetch_add(1, Ordering::Relaxed);
+        let mut recent = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        if recent.len() == RECENT_REFUSALS {
+            recent.pop_front();
+        }
+        recent.push_back(refusal);
+    }
+
+    /// The most recent refusals, oldest first.
+    pub fn refusals(&self) -> Vec<Refusal> {
+        let recent = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.iter().cloned().collect()
     }
 
     /// Forgets a closed stream.

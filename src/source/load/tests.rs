@@ -621,12 +621,14 @@ fn full_config_loads_into_the_model() {
                 listener("local", "::1", 8080),
             ],
             ca_bundle_path: "/etc/pki/ca.pem".into(),
+            xds_clients: Vec::new(),
         },
         Gateway {
             name: "internal".into(),
             node_cluster: "internal".into(),
             listeners: vec![listener("http", "10.0.0.1", 9090)],
             ca_bundle_path: "/etc/ssl/certs/ca-certificates.crt".into(),
+            xds_clients: Vec::new(),
         },
     ];
     let endpoint = |host: &str, port, tls| Endpoint {
