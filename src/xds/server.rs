@@ -585,3 +585,5 @@ impl Protocol for Delta {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod identity_tests;
