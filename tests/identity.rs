@@ -266,9 +266,16 @@ async fn gateways_by_certificate(mode: Mode) {
     assert!(tessera.logs().contains("PERMISSION_DENIED"));
     let dump = thief.config_dump().await.to_string();
     for leak in ["backend/b", "credential/b", "sk-b-secret", "listener/b/"] {
-        assert!(!dump.contains(leak), "the refused Envoy holds {leak}: {dump}");
+        assert!(
+            !dump.contains(leak),
+            "the refused Envoy holds {leak}: {dump}"
+        );
     }
-    assert_eq!(thief.stat("cluster_manager.active_clusters").await, 1, "only tessera_xds");
+    assert_eq!(
+        thief.stat("cluster_manager.active_clusters").await,
+        1,
+        "only tessera_xds"
+    );
 
     // A wildcard DNS entry: any one label under b.example.
     let b_envoy = Envoy::start(
@@ -289,16 +296,29 @@ async fn gateways_by_certificate(mode: Mode) {
     // Without Envoy: a SPIFFE ID is served; a certificate with no listed SAN is refused; one
     // from another CA cannot even connect.
     let ca = &certs.pki.ca;
-    assert_eq!(probe(tessera.xds_port, ca, &cert_b_spiffe, "gw-b").await, Ok(1));
+    assert_eq!(
+        probe(tessera.xds_port, ca, &cert_b_spiffe, "gw-b").await,
+        Ok(1)
+    );
     let refused = probe(tessera.xds_port, ca, &cert_b_spiffe, "gw-a").await;
-    assert!(refused.as_ref().is_err_and(|e| e.starts_with("PermissionDenied")), "{refused:?}");
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.starts_with("PermissionDenied")),
+        "{refused:?}"
+    );
     let refused = probe(tessera.xds_port, ca, &cert_unlisted, "gw-a").await;
     let refused = refused.unwrap_err();
     assert!(refused.starts_with("PermissionDenied"), "{refused}");
-    assert!(refused.contains("gw-1.c.example") && refused.contains("gw-a"), "{refused}");
+    assert!(
+        refused.contains("gw-1.c.example") && refused.contains("gw-a"),
+        "{refused}"
+    );
     let stranger = probe(tessera.xds_port, ca, &cert_other_ca, "gw-a").await;
     assert!(
-        stranger.as_ref().is_err_and(|e| !e.starts_with("PermissionDenied")),
+        stranger
+            .as_ref()
+            .is_err_and(|e| !e.starts_with("PermissionDenied")),
         "{stranger:?}"
     );
     assert!(tessera.logs().contains("xDS TLS handshake failed"));
@@ -384,12 +404,21 @@ async fn server_certificate_rotation_keeps_streams(mode: Mode) {
 
     // The established stream is untouched and still delivers updates.
     std::fs::write(stack.config.join("key-a.key"), "sk-a-2").unwrap();
-    eventually("the rotated key arrives over the old stream", DEADLINE, || async {
-        let reply = stack.send("/v1/chat/completions", &[]).await;
-        (reply.upstream_header("authorization").as_deref() == Some("Bearer sk-a-2")).then_some(())
-    })
+    eventually(
+        "the rotated key arrives over the old stream",
+        DEADLINE,
+        || async {
+            let reply = stack.send("/v1/chat/completions", &[]).await;
+            (reply.upstream_header("authorization").as_deref() == Some("Bearer sk-a-2"))
+                .then_some(())
+        },
+    )
     .await;
-    assert_eq!(envoy.stat(xds_connections).await, connections, "no reconnect");
+    assert_eq!(
+        envoy.stat(xds_connections).await,
+        connections,
+        "no reconnect"
+    );
     assert_eq!(envoy.stat("control_plane.connected_state").await, 1);
 }
 both_modes!(server_certificate_rotation_keeps_streams);
@@ -432,9 +461,17 @@ async fn status_needs_the_admin_token_and_says_when_clients_are_unauthenticated(
     // Probes and scrapers need no token.
     for open in ["/healthz", "/readyz", "/metrics"] {
         let url = format!("http://127.0.0.1:{}{open}", tessera.admin_port);
-        assert_eq!(client.get(&url).send().await.unwrap().status(), 200, "{open}");
+        assert_eq!(
+            client.get(&url).send().await.unwrap().status(),
+            200,
+            "{open}"
+        );
     }
-    assert!(tessera.logs().contains("any local process can read credentials"));
+    assert!(
+        tessera
+            .logs()
+            .contains("any local process can read credentials")
+    );
 }
 
 fn config_text(listener: u16) -> String {

@@ -77,7 +77,9 @@ fn refuse_status(access: &StatusAccess, headers: &HeaderMap) -> Option<Response>
         Ok(t) if !t.trim().is_empty() => t.trim().to_owned(),
         _ => {
             tracing::warn!(file = %token.display(), "admin token file is missing or empty: /status refused");
-            return Some((StatusCode::SERVICE_UNAVAILABLE, "admin token unavailable\n").into_response());
+            return Some(
+                (StatusCode::SERVICE_UNAVAILABLE, "admin token unavailable\n").into_response(),
+            );
         }
     };
     let presented = headers
@@ -85,9 +87,11 @@ fn refuse_status(access: &StatusAccess, headers: &HeaderMap) -> Option<Response>
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let equal =
-        aws_lc_rs::constant_time::verify_slices_are_equal(presented.as_bytes(), expected.as_bytes())
-            .is_ok();
+    let equal = aws_lc_rs::constant_time::verify_slices_are_equal(
+        presented.as_bytes(),
+        expected.as_bytes(),
+    )
+    .is_ok();
     if equal {
         None
     } else {

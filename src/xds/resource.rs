@@ -91,7 +91,10 @@ impl std::fmt::Debug for VersionKey {
 impl VersionKey {
     /// A key from its bytes (see `StateDir::version_key`).
     pub fn new(bytes: &[u8]) -> Self {
-        Self(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, bytes))
+        Self(aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            bytes,
+        ))
     }
 }
 
@@ -107,7 +110,10 @@ impl Resource {
         let tag = mac.sign();
         Arc::new(Self {
             name: self.name.clone(),
-            version: tag.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect(),
+            version: tag.as_ref()[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
             any: self.any.clone(),
         })
     }
@@ -160,7 +166,10 @@ mod tests {
         assert_eq!(v.version, r.keyed(&VersionKey::new(&[1; 32])).version);
         assert_ne!(v.version, r.version, "not the unkeyed content hash");
         assert_ne!(v.version, r.keyed(&k2).version);
-        assert_ne!(v.version, Resource::new("c", &secret("b")).keyed(&k1).version);
+        assert_ne!(
+            v.version,
+            Resource::new("c", &secret("b")).keyed(&k1).version
+        );
         assert_eq!(format!("{k1:?}"), "VersionKey(<redacted>)");
     }
 }

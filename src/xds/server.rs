@@ -584,6 +584,6 @@ impl Protocol for Delta {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod identity_tests;
+#[cfg(test)]
+mod tests;

@@ -234,7 +234,9 @@ fn each_rule_names_file_document_object_and_field() {
             r#"spec.listeners[1].name: duplicate listener "a" in this Gateway"#,
         ),
         (
-            gateway("{nodeCluster: g, listeners: [], xdsClients: [{spiffe: spiffe://x/y, dnsName: a.b}]}"),
+            gateway(
+                "{nodeCluster: g, listeners: [], xdsClients: [{spiffe: spiffe://x/y, dnsName: a.b}]}",
+            ),
             "spec.xdsClients[0]: needs exactly one of spiffe, dnsName and serviceAccount",
         ),
         (
@@ -242,7 +244,9 @@ fn each_rule_names_file_document_object_and_field() {
             "spec.xdsClients[0]: needs exactly one of spiffe, dnsName and serviceAccount",
         ),
         (
-            gateway("{nodeCluster: g, listeners: [], xdsClients: [{dnsName: a.b}, {spiffe: https://x}]}"),
+            gateway(
+                "{nodeCluster: g, listeners: [], xdsClients: [{dnsName: a.b}, {spiffe: https://x}]}",
+            ),
             r#"spec.xdsClients[1]: spiffe "https://x" must be a spiffe:// URI"#,
         ),
         (
@@ -254,7 +258,9 @@ fn each_rule_names_file_document_object_and_field() {
             "spec.xdsClients[0]: dnsName \"*gw.b\" must be a DNS name",
         ),
         (
-            gateway("{nodeCluster: g, listeners: [], xdsClients: [{serviceAccount: {namespace: ns}}]}"),
+            gateway(
+                "{nodeCluster: g, listeners: [], xdsClients: [{serviceAccount: {namespace: ns}}]}",
+            ),
             "spec.xdsClients[0].serviceAccount.name: is required",
         ),
         (

@@ -23,9 +23,9 @@ fn dns_matches(pattern: &str, name: &str) -> bool {
         return false;
     }
     match pattern.strip_prefix("*.") {
-        Some(suffix) => name.split_once('.').is_some_and(|(label, rest)| {
-            !label.is_empty() && rest.eq_ignore_ascii_case(suffix)
-        }),
+        Some(suffix) => name
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(suffix)),
         None => pattern.eq_ignore_ascii_case(name),
     }
 }
@@ -69,7 +69,10 @@ mod tests {
     fn dns_names_match_exactly_and_ignore_case() {
         let clients = [XdsClient::DnsName("gw-1.payments.corp.example".into())];
         assert!(allows(&clients, &dns(&["gw-1.payments.corp.example"])));
-        assert!(allows(&clients, &dns(&["other", "GW-1.Payments.corp.example"])));
+        assert!(allows(
+            &clients,
+            &dns(&["other", "GW-1.Payments.corp.example"])
+        ));
         for other in [
             "gw-2.payments.corp.example",
             "x.gw-1.payments.corp.example",

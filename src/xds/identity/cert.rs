@@ -28,7 +28,9 @@ mod tests {
     fn uri_and_dns_sans_are_the_identity() {
         let mut params = CertificateParams::new(vec!["GW-1.payments.example".to_owned()]).unwrap();
         params.subject_alt_names.push(SanType::URI(
-            "spiffe://corp.example/ns/payments/sa/envoy".try_into().unwrap(),
+            "spiffe://corp.example/ns/payments/sa/envoy"
+                .try_into()
+                .unwrap(),
         ));
         params
             .subject_alt_names

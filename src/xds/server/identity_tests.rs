@@ -40,7 +40,10 @@ fn peer(dns: &str) -> Authenticated {
 
 fn publish(cache: &Cache, a_clients: &[&str]) {
     let gateways = [
-        ("a".to_owned(), gateway("backend/a", "credential/a", a_clients)),
+        (
+            "a".to_owned(),
+            gateway("backend/a", "credential/a", a_clients),
+        ),
         (
             "b".to_owned(),
             gateway("backend/b", "credential/b", &["gw.b.example"]),
@@ -48,7 +51,10 @@ fn publish(cache: &Cache, a_clients: &[&str]) {
     ];
     cache.publish(
         gateways.into(),
-        [secret("credential/a", "sk-a"), secret("credential/b", "sk-b")],
+        [
+            secret("credential/a", "sk-a"),
+            secret("credential/b", "sk-b"),
+        ],
     );
 }
 
@@ -131,7 +137,10 @@ async fn claiming_another_gateway_is_permission_denied_and_gets_nothing() {
     assert!(status.message().contains("dns gw.a.example"), "{status:?}");
     assert!(status.message().contains("\"b\""), "{status:?}");
     assert!(!status.message().contains("sk-"), "{status:?}");
-    assert!(s.next().await.is_none(), "the stream ends without a response");
+    assert!(
+        s.next().await.is_none(),
+        "the stream ends without a response"
+    );
     assert_eq!(registry.refused_total.load(Ordering::Relaxed), 1);
     let refusals = registry.refusals();
     assert_eq!(refusals[0].node_cluster, "b");

@@ -27,7 +27,12 @@ fn ca(name: &str) -> Ca {
 }
 
 /// (certificate PEM, key PEM) of a leaf with DNS `names` and `uris`.
-fn leaf(ca: &Ca, names: &[&str], uris: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
+fn leaf(
+    ca: &Ca,
+    names: &[&str],
+    uris: &[&str],
+    usage: ExtendedKeyUsagePurpose,
+) -> (String, String) {
     let mut params =
         CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     for uri in uris {
