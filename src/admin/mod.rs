@@ -149,9 +149,9 @@ fn xds_security(state: &AppState) -> serde_json::Value {
         .collect();
     serving_nobody.sort();
     let (mode, warning) = if authenticated {
-        let warning = (!serving_nobody.is_empty()).then(|| {
-            "gateways without xdsClients serve nobody while xDS clients are authenticated (see gatewaysServingNobody)"
-        });
+        let warning = (!serving_nobody.is_empty()).then_some(
+            "gateways without xdsClients serve nobody while xDS clients are authenticated (see gatewaysServingNobody)",
+        );
         ("authenticated", warning)
     } else {
         (
@@ -237,3 +237,6 @@ async fn metrics(State(Admin { state, .. }): State<Admin>) -> impl IntoResponse 
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
+
+#[cfg(test)]
+mod tests;

@@ -181,3 +181,26 @@ async fn a_certificate_from_another_ca_is_refused() {
     let nothing = tokio::time::timeout(Duration::from_millis(300), conns.next()).await;
     assert!(nothing.is_err(), "a refused handshake yields no connection");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_finishes_its_handshake_is_dropped() {
+    let server = Server::new();
+    let tls = Arc::new(ReloadingTls::load(server.files.clone()).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _conns = incoming(listener, Some(tls));
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut buf = [0u8; 1];
+    // Paused time jumps to the next timer once everything is idle: the handshake deadline.
+    let read = tokio::io::AsyncReadExt::read(&mut silent, &mut buf);
+    let read = tokio::time::timeout(HANDSHAKE_TIMEOUT * 2, read)
+        .await
+        .expect("Tessera closes the connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        started.elapsed() >= HANDSHAKE_TIMEOUT,
+        "{:?}",
+        started.elapsed()
+    );
+}
