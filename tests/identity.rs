@@ -509,3 +509,70 @@ fn validate_warns_about_gateways_without_xds_clients() {
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_crd_accepts_xds_clients_and_refuses_ambiguous_entries() {
+    use harness::kube_apiserver::{KubeApiserver, require_kube};
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+    let Some(bins) = require_kube("identity xdsClients CRD") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let kube = KubeApiserver::start(bins, dir.path()).await;
+    kube.apply_shipped().await;
+    let gvk = GroupVersionKind::gvk("tessera.dev", "v1alpha1", "Gateway");
+    let gateways: Api<DynamicObject> = Api::namespaced_with(
+        kube.client().await,
+        "default",
+        &ApiResource::from_gvk_with_plural(&gvk, "gateways"),
+    );
+    let gateway = |name: &str, clients: serde_json::Value| {
+        serde_json::from_value::<DynamicObject>(serde_json::json!({
+            "apiVersion": "tessera.dev/v1alpha1",
+            "kind": "Gateway",
+            "metadata": {"name": name},
+            "spec": {
+                "nodeCluster": name,
+                "listeners": [{"name": "http", "port": 10000}],
+                "xdsClients": clients,
+            },
+        }))
+        .unwrap()
+    };
+    let valid = gateway(
+        "valid",
+        serde_json::json!([
+            {"spiffe": "spiffe://corp.example/ns/payments/sa/envoy"},
+            {"dnsName": "*.payments.corp.example"},
+            {"serviceAccount": {"namespace": "payments", "name": "envoy"}},
+        ]),
+    );
+    gateways
+        .create(&PostParams::default(), &valid)
+        .await
+        .unwrap();
+    for (name, entry) in [
+        (
+            "two",
+            serde_json::json!({"spiffe": "spiffe://x/y", "dnsName": "a.b"}),
+        ),
+        ("none", serde_json::json!({})),
+    ] {
+        let refused = gateways
+            .create(
+                &PostParams::default(),
+                &gateway(name, serde_json::json!([entry])),
+            )
+            .await;
+        match refused {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{name}: {status:?}");
+                assert!(
+                    status.message.contains("needs exactly one of"),
+                    "{status:?}"
+                );
+            }
+            other => panic!("{name}: expected a refusal, got {other:?}"),
+        }
+    }
+}
