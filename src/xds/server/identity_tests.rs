@@ -194,3 +194,55 @@ async fn asking_for_another_gateways_credential_gets_nothing_and_is_counted() {
         1
     );
 }
+
+#[tokio::test]
+async fn delta_refuses_and_counts_like_sotw() {
+    let cache = Cache::new();
+    publish(&cache, &["gw.a.example"]);
+    let registry = Arc::new(Registry::default());
+    let open = |cluster: &str, names: &[&str]| {
+        let (req_tx, req_rx) = mpsc::unbounded_channel();
+        let (resp_tx, resp_rx) = mpsc::channel(16);
+        let ctx = StreamCtx::new(&cache, &registry).with_peer(peer("gw.a.example"));
+        tokio::spawn(run_delta(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(req_rx),
+            resp_tx,
+            ctx,
+        ));
+        let req = DeltaDiscoveryRequest {
+            node: Some(Node {
+                id: "n1".into(),
+                cluster: cluster.into(),
+                ..Default::default()
+            }),
+            type_url: type_url::SECRET.into(),
+            resource_names_subscribe: names.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        req_tx.send(Ok(req)).unwrap();
+        (req_tx, resp_rx)
+    };
+    let (_keep, mut refused) = open("b", &["credential/b"]);
+    let first = tokio::time::timeout(Duration::from_secs(2), refused.recv()).await;
+    let status = first.unwrap().unwrap().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+
+    let (_keep, mut served) = open("a", &["credential/a", "credential/b"]);
+    let resp = tokio::time::timeout(Duration::from_secs(2), served.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let names: Vec<_> = resp.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["credential/a"],
+        "never another gateway's credential"
+    );
+    assert_eq!(
+        registry
+            .unreferenced_credentials_total
+            .load(Ordering::Relaxed),
+        1
+    );
+}
