@@ -268,6 +268,9 @@ where
         return;
     }
     let id = ctx.registry.open(&node.id, &node.cluster, P::DELTA);
+    if let Authenticated::Peer(peer) = &node.peer {
+        ctx.registry.set_identity(id, peer.to_string());
+    }
     info!(node = %node.id, node_cluster = %node.cluster, delta = P::DELTA, "ADS stream opened");
     let mut stream = StreamState {
         node,

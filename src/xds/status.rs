@@ -30,6 +30,8 @@ pub struct TypeStatus {
 pub struct StreamStatus {
     pub node_id: String,
     pub node_cluster: String,
+    /// What the stream proved (certificate SANs, ServiceAccount); `None` when unauthenticated.
+    pub identity: Option<String>,
     pub delta: bool,
     pub types: BTreeMap<&'static str, TypeStatus>,
 }
@@ -70,6 +72,7 @@ impl Registry {
             StreamStatus {
                 node_id: node_id.to_owned(),
                 node_cluster: node_cluster.to_owned(),
+                identity: None,
                 delta,
                 types: BTreeMap::new(),
             },
@@ -81,6 +84,13 @@ impl Registry {
     pub fn update(&self, id: u64, short_type: &'static str, f: impl FnOnce(&mut TypeStatus)) {
         if let Some(mut s) = self.streams.get_mut(&id) {
             f(s.types.entry(short_type).or_default());
+        }
+    }
+
+    /// Records what a stream proved about itself.
+    pub fn set_identity(&self, id: u64, identity: String) {
+        if let Some(mut s) = self.streams.get_mut(&id) {
+            s.identity = Some(identity);
         }
     }
 

@@ -122,6 +122,8 @@ async fn a_listed_identity_gets_its_gateway() {
     let resp = s.next().await.unwrap().unwrap();
     assert_eq!(names(&resp), ["backend/a"]);
     assert_eq!(registry.refused_total.load(Ordering::Relaxed), 0);
+    let streams = registry.snapshot();
+    assert_eq!(streams[0].identity.as_deref(), Some("[dns gw-1.a.example]"));
 }
 
 #[tokio::test]
