@@ -27,6 +27,7 @@ fn model(backends: usize) -> Model {
                 port: 10000,
             }],
             ca_bundle_path: "/etc/ssl/certs/ca-certificates.crt".into(),
+            xds_clients: Vec::new(),
         },
     );
     let mut rules = Vec::new();

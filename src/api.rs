@@ -44,6 +44,8 @@ pub mod limits {
     pub const DURATION_PATTERN: &str = "^([0-9]+(ms|s|m|h))+$";
     /// Listeners per Gateway.
     pub const LISTENERS: u32 = 64;
+    /// `xdsClients` entries per Gateway.
+    pub const XDS_CLIENTS: u32 = 256;
     /// Rules per Route.
     pub const RULES: u32 = 1024;
     /// Matches per rule.
@@ -115,6 +117,38 @@ pub struct GatewaySpec {
     /// Defaults to [`DEFAULT_CA_BUNDLE_PATH`].
     #[schemars(length(max = l::PATH))]
     pub ca_bundle_path: Option<String>,
+    /// Who may receive this gateway's configuration when xDS clients are authenticated;
+    /// none means nobody then.
+    #[schemars(length(max = l::XDS_CLIENTS))]
+    pub xds_clients: Option<Vec<XdsClientSpec>>,
+}
+
+/// One proven identity allowed to receive a gateway's configuration: exactly one of
+/// `spiffe`, `dnsName` and `serviceAccount`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new(
+    "(has(self.spiffe) ? 1 : 0) + (has(self.dnsName) ? 1 : 0) + (has(self.serviceAccount) ? 1 : 0) == 1"
+).message("needs exactly one of spiffe, dnsName and serviceAccount"))]
+pub struct XdsClientSpec {
+    /// A URI SAN of the client certificate, matched exactly.
+    #[schemars(length(min = 1, max = l::URL))]
+    pub spiffe: Option<String>,
+    /// A DNS SAN of the client certificate; `*` as the whole first label matches one label.
+    #[schemars(length(min = 1, max = l::NAME))]
+    pub dns_name: Option<String>,
+    /// A Kubernetes ServiceAccount whose token the API server accepted.
+    pub service_account: Option<ServiceAccountSpec>,
+}
+
+/// A Kubernetes ServiceAccount.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceAccountSpec {
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    #[schemars(length(min = 1, max = l::NAME))]
+    pub name: String,
 }
 
 /// One listening socket.

@@ -72,6 +72,10 @@ enum Command {
         /// Kubernetes mode `/var/lib/tessera`.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// A file holding the bearer token `/status` requires (re-read at each request).
+        /// Without it, `/status` is served only when --admin-address is loopback.
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
     },
     /// Check a configuration; prints every error with file, document and field.
     Validate {
@@ -155,6 +159,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             identity,
             key_reread_interval,
             state_dir,
+            admin_token_file,
         } => {
             init_logging();
             let state_dir = state_dir.unwrap_or_else(|| default_state_dir(&config, kubernetes));
@@ -187,6 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 insecure_xds,
                 key_reread_interval,
                 state_dir,
+                admin_token_file,
             }))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -194,6 +200,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let Some(loaded) = load_or_report(&config) else {
                 return Ok(ExitCode::FAILURE);
             };
+            for gateway in loaded.model.gateways.values() {
+                if gateway.xds_clients.is_empty() {
+                    eprintln!(
+                        "warning: Gateway {:?} (nodeCluster {:?}) lists no spec.xdsClients: while xDS clients \
+                         are authenticated (mTLS) no Envoy may receive its configuration",
+                        gateway.name, gateway.node_cluster
+                    );
+                }
+            }
             println!(
                 "{}: valid ({} gateways, {} backends, {} security policies, {} routes)",
                 config.display(),

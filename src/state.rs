@@ -40,4 +40,6 @@ pub struct AppState {
     /// Every credential's state (never its value), written by the engine's publisher.
     pub board: Arc<StatusBoard>,
     pub metrics: Metrics,
+    /// Whether xDS clients must prove an identity (mTLS); shown on `/status`.
+    pub xds_client_auth: AtomicBool,
 }

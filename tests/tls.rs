@@ -18,6 +18,7 @@ metadata: {{name: gw}}
 spec:
   nodeCluster: ai-gateway
   listeners: [{{name: http, port: {listener}, address: 127.0.0.1}}]
+  xdsClients: [{{dnsName: gw-1.ai-gateway}}]
 ---
 apiVersion: tessera.dev/v1alpha1
 kind: Backend

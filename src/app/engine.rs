@@ -8,6 +8,7 @@ use super::AppState;
 use crate::credentials::{Closed, Minters, Publication, Publish, StaticKeys, Ticket};
 use crate::model::Model;
 use crate::translate::{CredentialForm, credential, names, translate};
+use crate::xds::resource::VersionKey;
 use crate::xds::{GatewayConfig, Resource};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -24,10 +25,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine publishing into `state`; `http` is the client for identity providers.
-    pub fn new(state: Arc<AppState>, http: reqwest::Client) -> Self {
+    /// An engine publishing into `state`; `http` is the client for identity providers; `key`
+    /// versions every credential resource.
+    pub fn new(state: Arc<AppState>, http: reqwest::Client, key: VersionKey) -> Self {
         let publisher = Arc::new(Publisher {
             state: state.clone(),
+            key,
             inner: Mutex::default(),
         });
         let sink: Arc<dyn Publish> = publisher.clone();
@@ -97,7 +100,7 @@ impl Engine {
         );
         let resources: Vec<(&String, Arc<Resource>)> = publications
             .iter()
-            .filter_map(|(name, p)| Some((name, inner.resource(name, p)?)))
+            .filter_map(|(name, p)| Some((name, inner.resource(&self.publisher.key, name, p)?)))
             .collect();
         let served = self.state.cache.state();
         let updates = resources
@@ -147,6 +150,7 @@ impl Engine {
 /// Where credential values land: the cache, the metrics and the status board.
 struct Publisher {
     state: Arc<AppState>,
+    key: VersionKey,
     inner: Mutex<Inner>,
 }
 
@@ -161,18 +165,20 @@ struct Inner {
 
 impl Inner {
     /// The resource a publication changes, if any (a failing refresh keeps what is served).
-    fn resource(&self, policy: &str, publication: &Publication) -> Option<Arc<Resource>> {
+    fn resource(
+        &self,
+        key: &VersionKey,
+        policy: &str,
+        publication: &Publication,
+    ) -> Option<Arc<Resource>> {
         let material = match publication {
             Publication::Serve { material, .. } => Some(material),
             Publication::Closed(_) => None,
             Publication::Failing { .. } => return None,
         };
         let form = self.forms.get(policy)?;
-        Some(credential::resource(
-            &names::credential(policy),
-            form,
-            material,
-        ))
+        let resource = credential::resource(&names::credential(policy), form, material);
+        Some(resource.keyed(key))
     }
 }
 
@@ -204,7 +210,7 @@ impl Publish for Publisher {
         if inner.tickets.get(name) != Some(&ticket.0) {
             return;
         }
-        if let Some(resource) = inner.resource(name, &publication)
+        if let Some(resource) = inner.resource(&self.key, name, &publication)
             && self.state.cache.set_credentials([resource])
         {
             self.state

@@ -18,17 +18,20 @@ use crate::source::key_files::KeyFileWatcher;
 use crate::source::kubernetes::{KubeSource, lease, status};
 use crate::source::{Snapshot, Update};
 use crate::xds::AdsService;
+use crate::xds::identity::Authenticator;
+use crate::xds::resource::VersionKey;
+use crate::xds::transport::{self, ReloadingTls};
 use anyhow::{Context, bail};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tracing::{info, warn};
 
 mod apply;
@@ -39,12 +42,7 @@ use apply::Applier;
 use engine::Engine;
 
 /// Files for serving ADS over mTLS.
-#[derive(Debug, Clone)]
-pub struct XdsTls {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub client_ca: PathBuf,
-}
+pub use crate::xds::transport::TlsFiles as XdsTls;
 
 /// Options of `tessera serve`.
 #[derive(Debug, Clone)]
@@ -60,6 +58,8 @@ pub struct ServeOptions {
     pub key_reread_interval: Duration,
     /// `--state-dir`: opened (created) at start; see [`crate::state_dir`].
     pub state_dir: PathBuf,
+    /// `--admin-token-file`: the bearer token `/status` requires.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// Runs until interrupted.
@@ -79,6 +79,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         }
         warn!(address = %opts.xds_address, "serving xDS WITHOUT TLS on a non-loopback address (--insecure-xds): anyone who can reach it can read provider keys");
     }
+    if opts.tls.is_none() {
+        warn!(
+            address = %opts.xds_address,
+            "xDS clients are not authenticated: any local process can read credentials by claiming a node cluster. \
+             In production give --xds-tls-cert, --xds-tls-key and --xds-client-ca and list each Gateway's xdsClients"
+        );
+    }
     // One TLS crypto provider for every client (OIDC grants, STS): aws-lc-rs. It may already be
     // installed when serving in-process (tests); that is fine.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -87,11 +94,15 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .build()
         .context("cannot build the HTTP client for identity providers")?;
     let state = Arc::new(AppState::default());
+    state
+        .xds_client_auth
+        .store(opts.tls.is_some(), Ordering::Relaxed);
+    let version_key = version_key(&opts.state_dir)?;
 
     let (updates_tx, updates) = mpsc::channel::<Update>(16);
     let (key_files_tx, key_files) = watch::channel(Vec::new());
     let (rereads_tx, rereads) = mpsc::unbounded_channel();
-    let mut applier = Applier::new(Engine::new(state.clone(), http), key_files_tx);
+    let mut applier = Applier::new(Engine::new(state.clone(), http, version_key), key_files_tx);
     let mut tasks = Tasks::default();
     match &opts.kubernetes {
         Some(kube_opts) => {
@@ -141,12 +152,23 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     tasks.spawn("key-file watcher", key_watcher.run(key_files, rereads_tx));
     tasks.spawn("applier", applier.run(updates, rereads));
     // The xDS server borrows the options, so it runs in the select below, not as a task.
-    let xds = xds_server(&opts, state.clone()).await?;
+    let (xds, tls) = xds_server(&opts, state.clone()).await?;
+    if let Some(tls) = tls {
+        tasks.spawn(
+            "xDS TLS file watcher",
+            tls.watch(transport::RELOAD_INTERVAL),
+        );
+    }
     let admin_listener = tokio::net::TcpListener::bind(opts.admin_address)
         .await
         .with_context(|| format!("cannot bind the admin address {}", opts.admin_address))?;
     info!(address = %opts.admin_address, "admin API listening");
-    let admin = axum::serve(admin_listener, crate::admin::router(state.clone()));
+    let access =
+        crate::admin::StatusAccess::for_address(opts.admin_address, opts.admin_token_file.clone());
+    if matches!(access, crate::admin::StatusAccess::Closed) {
+        warn!(address = %opts.admin_address, "admin API on a non-loopback address without --admin-token-file: /status is refused");
+    }
+    let admin = axum::serve(admin_listener, crate::admin::router(state.clone(), access));
     tasks.spawn_fallible("admin API", async move {
         admin.await.context("admin server failed")
     });
@@ -207,37 +229,63 @@ impl Tasks {
     }
 }
 
+/// The key of credential resource versions, kept in the state directory so a restart
+/// derives the same versions; without a usable directory, a key for this run only.
+fn version_key(dir: &Path) -> anyhow::Result<VersionKey> {
+    let kept = crate::state_dir::StateDir::open(dir).and_then(|d| d.version_key());
+    let key = match kept {
+        Ok(key) => key,
+        Err(e) => {
+            warn!(
+                error = %e,
+                "cannot keep the version key in the state directory: using one for this run only, \
+                 so Envoys are sent their credentials once more after a restart"
+            );
+            crate::state_dir::random_key().context("cannot create a version key")?
+        }
+    };
+    Ok(VersionKey::new(&key))
+}
+
+/// The ADS server future, and the TLS configuration whose files must be watched (mTLS only).
 async fn xds_server(
     opts: &ServeOptions,
     state: Arc<AppState>,
-) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
-    let service = AdsService::new(state.cache.clone(), state.registry.clone());
+) -> anyhow::Result<(
+    impl Future<Output = anyhow::Result<()>>,
+    Option<Arc<ReloadingTls>>,
+)> {
+    let tls = match &opts.tls {
+        Some(files) => Some(Arc::new(
+            ReloadingTls::load(files.clone()).context("invalid xDS TLS configuration")?,
+        )),
+        None => None,
+    };
+    let authenticator = match tls {
+        Some(_) => Authenticator::client_certificates(),
+        None => Authenticator::off(),
+    };
+    let service = AdsService::with_authenticator(
+        state.cache.clone(),
+        state.registry.clone(),
+        Arc::new(authenticator),
+    );
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
-    if let Some(tls) = &opts.tls {
-        let read =
-            |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
-        let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
-        let config = ServerTlsConfig::new()
-            .identity(identity)
-            .client_ca_root(Certificate::from_pem(read(&tls.client_ca)?));
-        builder = builder
-            .tls_config(config)
-            .context("invalid xDS TLS configuration")?;
-    }
     let listener = tokio::net::TcpListener::bind(opts.xds_address)
         .await
         .with_context(|| format!("cannot bind the xDS address {}", opts.xds_address))?;
-    info!(address = %opts.xds_address, mtls = opts.tls.is_some(), "xDS (ADS) listening");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    info!(address = %opts.xds_address, mtls = tls.is_some(), "xDS (ADS) listening");
+    let incoming = transport::incoming(listener, tls.clone());
     let router = builder.add_service(AggregatedDiscoveryServiceServer::new(service));
-    Ok(async move {
+    let server = async move {
         router
             .serve_with_incoming(incoming)
             .await
             .context("xDS server failed")
-    })
+    };
+    Ok((server, tls))
 }
 
 /// SIGINT or SIGTERM (what Kubernetes and systemd send).

@@ -28,6 +28,20 @@ pub struct Gateway {
     pub listeners: Vec<Listener>,
     /// CA bundle on the Envoy host used for https backends without their own `caFile`.
     pub ca_bundle_path: String,
+    /// Who may receive this gateway's configuration when xDS clients are authenticated.
+    pub xds_clients: Vec<XdsClient>,
+}
+
+/// A proven xDS client identity a gateway is served to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum XdsClient {
+    /// A URI SAN of the client certificate, matched exactly.
+    Spiffe(String),
+    /// A DNS SAN of the client certificate; `*.rest` matches exactly one label before `rest`.
+    DnsName(String),
+    /// A Kubernetes ServiceAccount proven by a reviewed token.
+    ServiceAccount { namespace: String, name: String },
 }
 
 /// One listening socket of a gateway.

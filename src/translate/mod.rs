@@ -72,6 +72,7 @@ pub fn translate(model: &Model) -> HashMap<String, Arc<GatewayConfig>> {
                 listeners: TypeSet::new(listeners),
                 routes: TypeSet::new(route_configs),
                 credentials,
+                xds_clients: gateway.xds_clients.clone(),
             };
             (gateway.node_cluster.clone(), Arc::new(config))
         })

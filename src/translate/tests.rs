@@ -29,6 +29,7 @@ fn model() -> Model {
                 port: 10000,
             }],
             ca_bundle_path: "/etc/ssl/certs/ca-certificates.crt".into(),
+            xds_clients: Vec::new(),
         },
     );
     for (name, provider, tls) in [

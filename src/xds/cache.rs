@@ -4,8 +4,11 @@
 //! and diffs the new state against what it last sent, so a rotation costs each stream a few
 //! map lookups and sends only what changed.
 
+use super::identity::{Authenticated, allows};
 use super::resource::{Resource, set_version, type_url};
+use crate::model::XdsClient;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -37,13 +40,39 @@ pub struct GatewayConfig {
     /// Names of SDS secrets and ECDS configs this gateway's clusters reference: the only
     /// credential resources its nodes may receive.
     pub credentials: BTreeSet<String>,
+    /// Proven identities allowed to receive this configuration when clients authenticate.
+    pub xds_clients: Vec<XdsClient>,
 }
 
-/// Who is asking: what the stream knows about the connected Envoy.
+/// Who is asking: what the node claims, and what its stream proved.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeIdentity {
     pub id: String,
     pub cluster: String,
+    pub peer: Authenticated,
+}
+
+/// Why a proven identity may not receive the configuration of the node cluster it claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// No Gateway serves the claimed `node.cluster`.
+    NoGateway,
+    /// The Gateway lists no `xdsClients`, so it serves nobody while clients authenticate.
+    NoXdsClients,
+    /// The identity is not among the Gateway's `xdsClients`.
+    NotListed,
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Denial::NoGateway => "no Gateway serves this node cluster",
+            Denial::NoXdsClients => {
+                "its Gateway lists no xdsClients, so it serves nobody while xDS clients are authenticated"
+            }
+            Denial::NotListed => "the identity is not in its Gateway's xdsClients",
+        })
+    }
 }
 
 /// An immutable view of everything served; replaced whole on every change.
@@ -56,10 +85,44 @@ pub struct State {
 }
 
 impl State {
-    /// The gateway a node belongs to; the one place that maps nodes to configuration, so
-    /// binding gateways to client certificate identities later changes only this.
+    /// The gateway a node belongs to, if it may have it; the one place that maps nodes to
+    /// configuration.
     pub fn gateway_for(&self, node: &NodeIdentity) -> Option<&Arc<GatewayConfig>> {
-        self.gateways.get(&node.cluster)
+        self.authorize(node).ok().flatten()
+    }
+
+    /// Whether `node` may be served: without client authentication, by the cluster it claims
+    /// (`None` when no gateway serves it yet); with it, only if its proven identity is in the
+    /// claimed gateway's `xdsClients`.
+    pub fn authorize(&self, node: &NodeIdentity) -> Result<Option<&Arc<GatewayConfig>>, Denial> {
+        let gateway = self.gateways.get(&node.cluster);
+        let Authenticated::Peer(peer) = &node.peer else {
+            return Ok(gateway);
+        };
+        match gateway {
+            None => Err(Denial::NoGateway),
+            Some(g) if g.xds_clients.is_empty() => Err(Denial::NoXdsClients),
+            Some(g) if !allows(&g.xds_clients, peer) => Err(Denial::NotListed),
+            Some(g) => Ok(Some(g)),
+        }
+    }
+
+    /// Credential names of type `type_url` that `node` asked for but its gateway does not
+    /// reference: they are never sent, and the asking is worth counting.
+    pub fn unreferenced<'a>(
+        &self,
+        node: &NodeIdentity,
+        type_url: &str,
+        requested: &'a BTreeSet<String>,
+    ) -> Vec<&'a String> {
+        if !type_url::carries_credentials(type_url) {
+            return Vec::new();
+        }
+        let referenced = self.gateway_for(node).map(|g| &g.credentials);
+        requested
+            .iter()
+            .filter(|n| referenced.is_none_or(|r| !r.contains(*n)))
+            .collect()
     }
 
     /// The resources of `type_url` a node may see, restricted to `requested` for named types.

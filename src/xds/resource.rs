@@ -75,6 +75,50 @@ impl Resource {
     }
 }
 
+/// The key of credential resources' versions. A plain content hash of a secret would let
+/// anyone who sees versions (every node, logs, `/status`) test guesses of a short key offline;
+/// a keyed hash does not.
+#[derive(Clone)]
+pub struct VersionKey(aws_lc_rs::hmac::Key);
+
+// The key is as sensitive as a credential: never printed.
+impl std::fmt::Debug for VersionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VersionKey(<redacted>)")
+    }
+}
+
+impl VersionKey {
+    /// A key from its bytes (see `StateDir::version_key`).
+    pub fn new(bytes: &[u8]) -> Self {
+        Self(aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            bytes,
+        ))
+    }
+}
+
+impl Resource {
+    /// The same resource versioned by a keyed hash (HMAC-SHA256) of its type and bytes, for
+    /// resources that carry credentials; the same key gives the same version after a restart.
+    pub fn keyed(&self, key: &VersionKey) -> Arc<Self> {
+        let mut mac = aws_lc_rs::hmac::Context::with_key(&key.0);
+        for part in [self.any.type_url.as_bytes(), self.any.value.as_slice()] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        let tag = mac.sign();
+        Arc::new(Self {
+            name: self.name.clone(),
+            version: tag.as_ref()[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            any: self.any.clone(),
+        })
+    }
+}
+
 /// Wraps a message in `Any` (for typed_config fields).
 pub fn to_any<M: prost::Message + prost::Name>(message: &M) -> Any {
     Any {
@@ -102,4 +146,30 @@ pub fn set_version<'a>(resources: impl IntoIterator<Item = &'a Arc<Resource>>) -
         parts.push(r.version.as_bytes());
     }
     short_hash(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+
+    #[test]
+    fn keyed_versions_depend_on_the_key_and_the_content_only() {
+        let secret = |name: &str| Secret {
+            name: name.into(),
+            ..Default::default()
+        };
+        let r = Resource::new("c", &secret("a"));
+        let (k1, k2) = (VersionKey::new(&[1; 32]), VersionKey::new(&[2; 32]));
+        let v = r.keyed(&k1);
+        assert_eq!(v.any, r.any);
+        assert_eq!(v.version, r.keyed(&VersionKey::new(&[1; 32])).version);
+        assert_ne!(v.version, r.version, "not the unkeyed content hash");
+        assert_ne!(v.version, r.keyed(&k2).version);
+        assert_ne!(
+            v.version,
+            Resource::new("c", &secret("b")).keyed(&k1).version
+        );
+        assert_eq!(format!("{k1:?}"), "VersionKey(<redacted>)");
+    }
 }

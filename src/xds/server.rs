@@ -5,8 +5,9 @@
 //! over the request stream and write to a channel, so they are testable without a socket.
 
 use super::cache::{Cache, NodeIdentity, State};
+use super::identity::{Authenticated, Authenticator};
 use super::resource::{Resource, set_version, type_url};
-use super::status::Registry;
+use super::status::{Refusal, Registry};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
@@ -26,12 +27,35 @@ use tracing::{debug, info, warn};
 pub struct AdsService {
     cache: Arc<Cache>,
     registry: Arc<Registry>,
+    authenticator: Arc<Authenticator>,
 }
 
 impl AdsService {
-    /// A service serving from `cache`, reporting into `registry`.
+    /// A service serving from `cache`, reporting into `registry`, without client
+    /// authentication.
     pub fn new(cache: Arc<Cache>, registry: Arc<Registry>) -> Self {
-        Self { cache, registry }
+        Self::with_authenticator(cache, registry, Arc::new(Authenticator::off()))
+    }
+
+    /// A service whose streams prove who they are to `authenticator` before being served.
+    pub fn with_authenticator(
+        cache: Arc<Cache>,
+        registry: Arc<Registry>,
+        authenticator: Arc<Authenticator>,
+    ) -> Self {
+        Self {
+            cache,
+            registry,
+            authenticator,
+        }
+    }
+
+    async fn context<R>(&self, request: &Request<R>) -> Result<StreamCtx, Status> {
+        let peer = self
+            .authenticator
+            .authenticate(request.metadata(), request.extensions())
+            .await?;
+        Ok(StreamCtx::new(&self.cache, &self.registry).with_peer(peer))
     }
 }
 
@@ -47,8 +71,8 @@ impl AggregatedDiscoveryService for AdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let ctx = self.context(&request).await?;
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
-        let ctx = StreamCtx::new(&self.cache, &self.registry);
         tokio::spawn(run_sotw(request.into_inner(), tx, ctx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -57,8 +81,8 @@ impl AggregatedDiscoveryService for AdsService {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let ctx = self.context(&request).await?;
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
-        let ctx = StreamCtx::new(&self.cache, &self.registry);
         tokio::spawn(run_delta(request.into_inner(), tx, ctx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -68,23 +92,32 @@ impl AggregatedDiscoveryService for AdsService {
 pub struct StreamCtx {
     cache: watch::Receiver<Arc<State>>,
     registry: Arc<Registry>,
+    peer: Authenticated,
 }
 
 impl StreamCtx {
-    /// Context for one new stream.
+    /// Context for one new, unauthenticated stream.
     pub fn new(cache: &Cache, registry: &Arc<Registry>) -> Self {
         Self {
             cache: cache.subscribe(),
             registry: registry.clone(),
+            peer: Authenticated::Unauthenticated,
         }
+    }
+
+    /// The same, for a stream that proved `peer`.
+    pub fn with_peer(mut self, peer: Authenticated) -> Self {
+        self.peer = peer;
+        self
     }
 }
 
-fn identity(node: Option<&Node>) -> Result<NodeIdentity, Status> {
+fn identity(node: Option<&Node>, peer: &Authenticated) -> Result<NodeIdentity, Status> {
     match node {
         Some(n) if !n.id.is_empty() => Ok(NodeIdentity {
             id: n.id.clone(),
             cluster: n.cluster.clone(),
+            peer: peer.clone(),
         }),
         _ => Err(Status::invalid_argument(
             "the first request of a stream must carry node.id",
@@ -164,6 +197,8 @@ struct StreamState {
     id: u64,
     registry: Arc<Registry>,
     nonce: u64,
+    /// Credential names this node asked for that its gateway does not reference.
+    unreferenced: BTreeSet<String>,
 }
 
 impl StreamState {
@@ -179,6 +214,25 @@ impl StreamState {
             s.nacks += 1;
             s.last_nack = Some(detail);
         });
+    }
+
+    /// Counts each credential name the node asked for without its gateway referencing it,
+    /// once per stream: a misconfiguration, or a probe for another gateway's credentials.
+    fn note_unreferenced(&mut self, snapshot: &State, t: &str, requested: &BTreeSet<String>) {
+        for name in snapshot.unreferenced(&self.node, t, requested) {
+            if self.unreferenced.insert(name.clone()) {
+                self.registry
+                    .unreferenced_credentials_total
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    node = %self.node.id,
+                    node_cluster = %self.node.cluster,
+                    xds_type = type_url::short(t),
+                    name = %name,
+                    "node asked for a credential its gateway does not reference; nothing is sent"
+                );
+            }
+        }
     }
 
     fn record_sent(&self, t: &str, sent: String) {
@@ -201,20 +255,29 @@ where
     let Some(Ok(first)) = requests.next().await else {
         return;
     };
-    let node = match identity(P::node(&first)) {
+    let node = match identity(P::node(&first), &ctx.peer) {
         Ok(n) => n,
         Err(status) => {
             let _ = out.send(Err(status)).await;
             return;
         }
     };
+    let refused = refusal(&ctx.cache.borrow(), &node, &ctx.registry);
+    if let Some(status) = refused {
+        let _ = out.send(Err(status)).await;
+        return;
+    }
     let id = ctx.registry.open(&node.id, &node.cluster, P::DELTA);
+    if let Authenticated::Peer(peer) = &node.peer {
+        ctx.registry.set_identity(id, peer.to_string());
+    }
     info!(node = %node.id, node_cluster = %node.cluster, delta = P::DELTA, "ADS stream opened");
     let mut stream = StreamState {
         node,
         id,
         registry: ctx.registry.clone(),
         nonce: 0,
+        unreferenced: BTreeSet::new(),
     };
     let mut types: HashMap<&'static str, P::TypeState> = HashMap::new();
     let mut event = Event::Request(first);
@@ -229,6 +292,11 @@ where
             Event::Closed => break,
         };
         let snapshot = ctx.cache.borrow().clone();
+        // A configuration change can take a gateway away from an identity mid-stream.
+        if let Some(status) = refusal(&snapshot, &stream.node, &ctx.registry) {
+            let _ = out.send(Err(status)).await;
+            break;
+        }
         for t in to_push {
             let Some(state) = types.get_mut(t) else {
                 continue;
@@ -243,6 +311,35 @@ where
     }
     ctx.registry.close(stream.id);
     info!(node = %stream.node.id, "ADS stream closed");
+}
+
+/// The refusal of a stream whose proven identity may not have the gateway of the
+/// `node.cluster` it claims: logged, counted and kept for `/status`; `None` when it may.
+fn refusal(snapshot: &State, node: &NodeIdentity, registry: &Registry) -> Option<Status> {
+    let denial = snapshot.authorize(node).err()?;
+    let Authenticated::Peer(peer) = &node.peer else {
+        return None;
+    };
+    warn!(
+        node = %node.id,
+        node_cluster = %node.cluster,
+        identity = %peer,
+        reason = %denial,
+        "xDS stream refused (PERMISSION_DENIED)"
+    );
+    registry.refuse(Refusal {
+        identity: peer.to_string(),
+        node_id: node.id.clone(),
+        node_cluster: node.cluster.clone(),
+        reason: denial.to_string(),
+        at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    });
+    Some(Status::permission_denied(format!(
+        "{peer} may not receive the configuration of node cluster {:?}: {denial}",
+        node.cluster
+    )))
 }
 
 // === State of the World ===
@@ -323,6 +420,7 @@ impl Protocol for Sotw {
         snapshot: &State,
         t: &'static str,
     ) -> Option<DiscoveryResponse> {
+        stream.note_unreferenced(snapshot, t, &state.names);
         let visible = snapshot.visible(&stream.node, t, &state.names);
         if visible.is_empty() && !type_url::is_wildcard(t) && state.sent_version.is_none() {
             // Nothing to say yet about named resources; Envoy keeps waiting for them.
@@ -429,6 +527,7 @@ impl Protocol for Delta {
         snapshot: &State,
         t: &'static str,
     ) -> Option<DeltaDiscoveryResponse> {
+        stream.note_unreferenced(snapshot, t, &state.subscribed);
         let mut visible: Vec<Arc<Resource>> = snapshot.visible(&stream.node, t, &state.subscribed);
         if type_url::is_wildcard(t) && !state.wildcard {
             visible.retain(|r| state.subscribed.contains(&r.name));
@@ -487,5 +586,7 @@ impl Protocol for Delta {
     }
 }
 
+#[cfg(test)]
+mod identity_tests;
 #[cfg(test)]
 mod tests;

@@ -2,8 +2,12 @@
 
 use dashmap::DashMap;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+// Enough recent refusals to diagnose a misconfigured `xdsClients`, bounded against floods.
+const RECENT_REFUSALS: usize = 32;
 
 /// Per-type progress of one stream.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -28,8 +32,22 @@ pub struct TypeStatus {
 pub struct StreamStatus {
     pub node_id: String,
     pub node_cluster: String,
+    /// What the stream proved (certificate SANs, ServiceAccount); `None` when unauthenticated.
+    pub identity: Option<String>,
     pub delta: bool,
     pub types: BTreeMap<&'static str, TypeStatus>,
+}
+
+/// A stream refused because its proven identity may not have the configuration it claimed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refusal {
+    /// The proven identity (certificate SANs or ServiceAccount), never a credential.
+    pub identity: String,
+    pub node_id: String,
+    pub node_cluster: String,
+    pub reason: String,
+    /// Seconds since the Unix epoch.
+    pub at: u64,
 }
 
 /// All live streams plus counters that outlive them.
@@ -39,6 +57,12 @@ pub struct Registry {
     pub streams: DashMap<u64, StreamStatus>,
     pub nacks_total: AtomicU64,
     pub responses_total: AtomicU64,
+    /// Streams refused by authorisation (`PERMISSION_DENIED`).
+    pub refused_total: AtomicU64,
+    /// Credential names asked for by nodes whose gateway does not reference them (each name
+    /// counted once per stream); nothing is sent for them.
+    pub unreferenced_credentials_total: AtomicU64,
+    refusals: Mutex<VecDeque<Refusal>>,
 }
 
 impl Registry {
@@ -50,6 +74,7 @@ impl Registry {
             StreamStatus {
                 node_id: node_id.to_owned(),
                 node_cluster: node_cluster.to_owned(),
+                identity: None,
                 delta,
                 types: BTreeMap::new(),
             },
@@ -62,6 +87,29 @@ impl Registry {
         if let Some(mut s) = self.streams.get_mut(&id) {
             f(s.types.entry(short_type).or_default());
         }
+    }
+
+    /// Records what a stream proved about itself.
+    pub fn set_identity(&self, id: u64, identity: String) {
+        if let Some(mut s) = self.streams.get_mut(&id) {
+            s.identity = Some(identity);
+        }
+    }
+
+    /// Records a refused stream.
+    pub fn refuse(&self, refusal: Refusal) {
+        self.refused_total.fetch_add(1, Ordering::Relaxed);
+        let mut recent = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        if recent.len() == RECENT_REFUSALS {
+            recent.pop_front();
+        }
+        recent.push_back(refusal);
+    }
+
+    /// The most recent refusals, oldest first.
+    pub fn refusals(&self) -> Vec<Refusal> {
+        let recent = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.iter().cloned().collect()
     }
 
     /// Forgets a closed stream.

@@ -24,6 +24,7 @@ fn model(kind: PolicyKind) -> Model {
                 port: 10000,
             }],
             ca_bundle_path: "/etc/ssl/certs/ca-certificates.crt".into(),
+            xds_clients: Vec::new(),
         },
     );
     m.backends.insert(
@@ -91,7 +92,8 @@ fn azure() -> PolicyKind {
 
 fn engine() -> Engine {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    Engine::new(Arc::new(AppState::default()), reqwest::Client::new())
+    let key = crate::xds::resource::VersionKey::new(&[7; 32]);
+    Engine::new(Arc::new(AppState::default()), reqwest::Client::new(), key)
 }
 
 /// The served secret's value ("" when failing closed).

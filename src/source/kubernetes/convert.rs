@@ -169,6 +169,7 @@ mod tests {
                     address: None,
                 }],
                 ca_bundle_path: None,
+                xds_clients: None,
             },
         );
         meta(&mut g, ns, name, created);

@@ -234,6 +234,36 @@ fn each_rule_names_file_document_object_and_field() {
             r#"spec.listeners[1].name: duplicate listener "a" in this Gateway"#,
         ),
         (
+            gateway(
+                "{nodeCluster: g, listeners: [], xdsClients: [{spiffe: spiffe://x/y, dnsName: a.b}]}",
+            ),
+            "spec.xdsClients[0]: needs exactly one of spiffe, dnsName and serviceAccount",
+        ),
+        (
+            gateway("{nodeCluster: g, listeners: [], xdsClients: [{}]}"),
+            "spec.xdsClients[0]: needs exactly one of spiffe, dnsName and serviceAccount",
+        ),
+        (
+            gateway(
+                "{nodeCluster: g, listeners: [], xdsClients: [{dnsName: a.b}, {spiffe: https://x}]}",
+            ),
+            r#"spec.xdsClients[1]: spiffe "https://x" must be a spiffe:// URI"#,
+        ),
+        (
+            gateway("{nodeCluster: g, listeners: [], xdsClients: [{dnsName: \"a.*.b\"}]}"),
+            "spec.xdsClients[0]: dnsName \"a.*.b\" must be a DNS name; `*` is allowed only as the whole first label",
+        ),
+        (
+            gateway("{nodeCluster: g, listeners: [], xdsClients: [{dnsName: \"*gw.b\"}]}"),
+            "spec.xdsClients[0]: dnsName \"*gw.b\" must be a DNS name",
+        ),
+        (
+            gateway(
+                "{nodeCluster: g, listeners: [], xdsClients: [{serviceAccount: {namespace: ns}}]}",
+            ),
+            "spec.xdsClients[0].serviceAccount.name: is required",
+        ),
+        (
             gateway("{nodeCluster: g, listeners: [{name: a, port: 1, address: localhost}]}"),
             r#"spec.listeners[0].address: "localhost" is not an IP address"#,
         ),
@@ -621,12 +651,14 @@ fn full_config_loads_into_the_model() {
                 listener("local", "::1", 8080),
             ],
             ca_bundle_path: "/etc/pki/ca.pem".into(),
+            xds_clients: Vec::new(),
         },
         Gateway {
             name: "internal".into(),
             node_cluster: "internal".into(),
             listeners: vec![listener("http", "10.0.0.1", 9090)],
             ca_bundle_path: "/etc/ssl/certs/ca-certificates.crt".into(),
+            xds_clients: Vec::new(),
         },
     ];
     let endpoint = |host: &str, port, tls| Endpoint {
@@ -1025,5 +1057,29 @@ fn aws_signed_backends_need_one_host_per_rule() {
             .iter()
             .any(|e| e.contains("spec.securityPolicy: AWSCredentials sign for Bedrock")),
         "{found:#?}"
+    );
+}
+
+#[test]
+fn xds_clients_load_in_order() {
+    let doc = gateway(
+        r#"{nodeCluster: payments-gw, listeners: [], xdsClients: [
+            {spiffe: "spiffe://corp.example/ns/payments/sa/envoy"},
+            {dnsName: "*.Payments.corp.example"},
+            {serviceAccount: {namespace: payments, name: envoy}}]}"#,
+    );
+    let dir = dir_with(&[("g.yaml", &doc)]);
+    let loaded = load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    use crate::model::XdsClient;
+    assert_eq!(
+        loaded.model.gateways["g"].xds_clients,
+        [
+            XdsClient::Spiffe("spiffe://corp.example/ns/payments/sa/envoy".into()),
+            XdsClient::DnsName("*.payments.corp.example".into()),
+            XdsClient::ServiceAccount {
+                namespace: "payments".into(),
+                name: "envoy".into()
+            },
+        ]
     );
 }

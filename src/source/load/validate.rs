@@ -9,7 +9,7 @@ use super::{Restrictions, policy, schema};
 use crate::api::{self, PolicyType};
 use crate::model::{
     Backend, Gateway, HeaderMatch, Listener, Match, Model, PolicyKind, Route, Rule, SecretString,
-    SecurityPolicy, UpstreamTls, WeightedBackend,
+    SecurityPolicy, UpstreamTls, WeightedBackend, XdsClient,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -232,11 +232,22 @@ impl<'a> Validator<'a> {
             let ca_bundle_path = spec.ca_bundle_path.clone();
             let ca_bundle_path =
                 ca_bundle_path.unwrap_or_else(|| api::DEFAULT_CA_BUNDLE_PATH.into());
+            let xds_clients = spec.xds_clients.iter().flatten().enumerate();
+            let xds_clients = xds_clients
+                .filter_map(|(i, client)| match xds_client(client) {
+                    Ok(client) => Some(client),
+                    Err(why) => {
+                        e.err(format!("spec.xdsClients[{i}]"), why);
+                        None
+                    }
+                })
+                .collect();
             let gateway = Gateway {
                 name: name.clone(),
                 node_cluster,
                 listeners,
                 ca_bundle_path,
+                xds_clients,
             };
             model.gateways.insert(name.clone(), gateway);
         }
@@ -499,4 +510,35 @@ fn read_ca(path: &Path) -> Result<String, String> {
         return Err(format!("{shown} has no -----BEGIN CERTIFICATE----- block"));
     }
     Ok(pem)
+}
+
+/// One `xdsClients` entry, or why it cannot match any client.
+fn xds_client(spec: &api::XdsClientSpec) -> Result<XdsClient, String> {
+    match (&spec.spiffe, &spec.dns_name, &spec.service_account) {
+        (Some(uri), None, None) => {
+            if !uri.starts_with("spiffe://") || uri.len() == "spiffe://".len() {
+                return Err(format!("spiffe {uri:?} must be a spiffe:// URI"));
+            }
+            Ok(XdsClient::Spiffe(uri.clone()))
+        }
+        (None, Some(dns), None) => {
+            let rest = dns.strip_prefix("*.").unwrap_or(dns);
+            if !is_host_name(rest) || rest.contains('*') {
+                return Err(format!(
+                    "dnsName {dns:?} must be a DNS name; `*` is allowed only as the whole first label"
+                ));
+            }
+            Ok(XdsClient::DnsName(dns.to_ascii_lowercase()))
+        }
+        (None, None, Some(sa)) => {
+            if sa.namespace.is_empty() || sa.name.is_empty() {
+                return Err("serviceAccount needs a namespace and a name".to_owned());
+            }
+            Ok(XdsClient::ServiceAccount {
+                namespace: sa.namespace.clone(),
+                name: sa.name.clone(),
+            })
+        }
+        _ => Err("needs exactly one of spiffe, dnsName and serviceAccount".to_owned()),
+    }
 }

@@ -99,6 +99,46 @@ impl Envoy {
         listener_port: u16,
         opts: EnvoyOptions<'_>,
     ) -> Self {
+        let envoy = Self::spawn(binary, dir, xds_port, listener_port, opts);
+        wait_ok(
+            "envoy /ready",
+            &format!("http://127.0.0.1:{}/ready", envoy.admin_port),
+        )
+        .await;
+        envoy
+    }
+
+    /// Like [`Envoy::start`], but returns once its admin API answers, ready or not (an Envoy
+    /// that Tessera refuses never becomes ready).
+    pub async fn start_unready(
+        binary: &Path,
+        dir: &Path,
+        xds_port: u16,
+        listener_port: u16,
+        opts: EnvoyOptions<'_>,
+    ) -> Self {
+        let envoy = Self::spawn(binary, dir, xds_port, listener_port, opts);
+        let url = format!("http://127.0.0.1:{}/server_info", envoy.admin_port);
+        crate::util::eventually("envoy admin API", crate::util::DEADLINE, || {
+            let req = http().get(&url).send();
+            async move { req.await.ok().map(|_| ()) }
+        })
+        .await;
+        envoy
+    }
+
+    /// This Envoy's node id (`tessera bootstrap --node-id`).
+    pub fn node_id(&self) -> String {
+        format!("test-{}", self.admin_port)
+    }
+
+    fn spawn(
+        binary: &Path,
+        dir: &Path,
+        xds_port: u16,
+        listener_port: u16,
+        opts: EnvoyOptions<'_>,
+    ) -> Self {
         let admin_port = port();
         let mut args = vec![
             "bootstrap".to_string(),
@@ -134,18 +174,12 @@ impl Envoy {
             .arg(&log)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let envoy = Envoy {
+        Envoy {
             _proc: Proc::spawn(&mut cmd, "envoy"),
             admin_port,
             listener_port,
             log,
-        };
-        wait_ok(
-            "envoy /ready",
-            &format!("http://127.0.0.1:{admin_port}/ready"),
-        )
-        .await;
-        envoy
+        }
     }
 
     /// `path` on the gateway listener.

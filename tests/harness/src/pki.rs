@@ -35,9 +35,25 @@ impl Pki {
         names: &[&str],
         usage: ExtendedKeyUsagePurpose,
     ) -> (PathBuf, PathBuf) {
+        self.leaf_with_uris(dir, file, names, &[], usage)
+    }
+
+    /// Like [`Pki::leaf`], with URI SANs (SPIFFE IDs) too.
+    pub fn leaf_with_uris(
+        &self,
+        dir: &Path,
+        file: &str,
+        names: &[&str],
+        uris: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+    ) -> (PathBuf, PathBuf) {
         let mut params =
             CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .unwrap();
+        for uri in uris {
+            let uri = (*uri).try_into().unwrap();
+            params.subject_alt_names.push(rcgen::SanType::URI(uri));
+        }
         params.extended_key_usages = vec![usage];
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
