@@ -2,8 +2,8 @@
 //! from either source, and key files to re-read.
 
 use super::engine::Engine;
-use crate::source::{Snapshot, Update};
-use crate::state::ConfigStatus;
+use crate::source::{ConfigErrors, Snapshot, SourceInfo, Update};
+use crate::state::{ConfigStatus, ObjectProblem};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -56,12 +56,11 @@ impl Applier {
         let state = self.engine.state.clone();
         match update {
             Update::Snapshot(snapshot) => {
-                if self
-                    .applied
-                    .as_ref()
-                    .is_none_or(|served| served.model != snapshot.model)
-                {
-                    self.engine.apply(&snapshot.model);
+                let complete = is_complete(&snapshot);
+                if self.applied.as_ref().is_none_or(|served| {
+                    served.model != snapshot.model || is_complete(served) != complete
+                }) {
+                    self.engine.apply(&snapshot.model, complete);
                     self.applied = Some(snapshot.clone());
                     let files = self.engine.key_files();
                     self.key_files.send_if_modified(|watched| {
@@ -70,19 +69,41 @@ impl Applier {
                         changed
                     });
                 }
+                let errors = &snapshot.info.errors;
+                for e in errors {
+                    error!("invalid configuration: {e}");
+                }
+                if !errors.is_empty() {
+                    error!(
+                        errors = errors.len(),
+                        objects_in_last_good_version = snapshot.info.last_good.len(),
+                        "configuration partly invalid; the rest, and the last good version of what is invalid, keep serving"
+                    );
+                    state
+                        .metrics
+                        .reloads_rejected
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 let model = &snapshot.model;
+                let last_error = if errors.is_empty() {
+                    (!snapshot.problems.is_empty()).then(|| {
+                        format!(
+                            "{} object(s) have problems; see their status",
+                            snapshot.problems.len()
+                        )
+                    })
+                } else {
+                    Some(ConfigErrors(errors.clone()).to_string())
+                };
                 let status = ConfigStatus {
                     loaded: true,
                     files: snapshot.info.files.clone(),
                     gateways: model.gateways.len(),
                     backends: model.backends.len(),
                     routes: model.routes.len(),
-                    last_error: (!snapshot.problems.is_empty()).then(|| {
-                        format!(
-                            "{} object(s) have problems; see their status",
-                            snapshot.problems.len()
-                        )
-                    }),
+                    last_error,
+                    problems: problems(&snapshot.info),
+                    fallback: fallback(&snapshot.info),
                 };
                 if let Ok(mut s) = state.config_status.write() {
                     *s = status;
@@ -98,6 +119,10 @@ impl Applier {
                 );
                 if let Ok(mut s) = state.config_status.write() {
                     s.last_error = Some(errors.to_string());
+                    s.problems = problems(&SourceInfo {
+                        errors: errors.0.clone(),
+                        ..Default::default()
+                    });
                 }
                 state
                     .metrics
@@ -115,4 +140,59 @@ impl Applier {
             }
         }
     }
+}
+
+/// Whether a snapshot holds every object of its input (see `xds::State::complete`).
+fn is_complete(snapshot: &Snapshot) -> bool {
+    snapshot.problems.is_empty() && snapshot.info.errors.is_empty()
+}
+
+/// Every error, for `/status`.
+fn problems(info: &SourceInfo) -> Vec<ObjectProblem> {
+    info.errors
+        .iter()
+        .map(|e| {
+            let object = e.object.as_ref().filter(|o| !o.name.is_empty());
+            ObjectProblem {
+                object: object.map(|o| format!("{} {:?}", o.kind, o.name)),
+                file: e.file.clone(),
+                document: e.document,
+                field: e.field.clone(),
+                message: e.message.clone(),
+                last_good_served: object.is_some_and(|o| info.last_good.contains(o)),
+            }
+        })
+        .collect()
+}
+
+/// Why some objects are served in their last good version, for `/readyz` and `/status`.
+fn fallback(info: &SourceInfo) -> Option<String> {
+    if info.last_good.is_empty() {
+        return None;
+    }
+    const SHOWN: usize = 5;
+    let mut objects: Vec<String> = info
+        .last_good
+        .iter()
+        .take(SHOWN)
+        .map(|o| format!("{} {:?}", o.kind, o.name))
+        .collect();
+    if info.last_good.len() > SHOWN {
+        objects.push(format!("{} more", info.last_good.len() - SHOWN));
+    }
+    let files: std::collections::BTreeSet<String> = info
+        .errors
+        .iter()
+        .map(|e| e.file.display().to_string())
+        .collect();
+    let files = files.into_iter().collect::<Vec<_>>().join(", ");
+    let is = if files.contains(", ") { "are" } else { "is" };
+    let objects = objects.join(", ");
+    Some(match info.restored_at {
+        Some(at) => format!(
+            "serving the configuration persisted at {} for {objects} because {files} {is} invalid",
+            httpdate::fmt_http_date(at)
+        ),
+        None => format!("serving the last good version of {objects} because {files} {is} invalid"),
+    })
 }
