@@ -8,6 +8,8 @@ pub mod key_files;
 pub mod kubernetes;
 pub mod last_good;
 pub mod load;
+#[cfg(test)]
+mod loader_fuzz;
 mod problem;
 pub mod watch;
 
