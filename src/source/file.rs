@@ -52,7 +52,7 @@ impl FileSource {
     /// Persists every configuration served in `state`, and starts from the one persisted
     /// there (an unusable one is logged and ignored).
     pub fn with_state_dir(mut self, state: StateDir) -> Self {
-        match LastGood::load(&state) {
+        match LastGood::load(&state, &self.config) {
             Ok(Some(last_good)) => {
                 info!(dir = %state.path().display(), "read the last good configuration");
                 self.last_good = last_good;
@@ -123,7 +123,7 @@ impl FileSource {
         if self.persisted {
             return;
         }
-        match self.last_good.save(state, SystemTime::now()) {
+        match self.last_good.save(state, &self.config, SystemTime::now()) {
             Ok(()) => self.persisted = true,
             // Serving goes on; only a restart with an invalid configuration would miss it.
             Err(e) => warn!(error = %e, "cannot persist the configuration served"),
@@ -234,6 +234,67 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(5), wait)
             .await
             .unwrap_or_else(|_| panic!("gateway {name} was never published"));
+    }
+
+    fn snapshot(update: Update) -> Arc<Snapshot> {
+        match update {
+            Update::Snapshot(s) => s,
+            Update::Rejected(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_restart_serves_the_persisted_version_of_what_is_invalid() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, state) = (root.path().join("config"), root.path().join("state"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("a.yaml"), gateway("a")).unwrap();
+        let b = gateway("b").replace("10000", "10001");
+        std::fs::write(dir.join("b.yaml"), &b).unwrap();
+        let source = || {
+            let state = StateDir::open(&state).unwrap();
+            FileSource::new(dir.clone()).unwrap().with_state_dir(state)
+        };
+        let first = snapshot(source().load());
+        assert!(first.info.errors.is_empty(), "{:?}", first.info.errors);
+        assert!(first.info.restored_at.is_none());
+
+        // Restarted while b.yaml is half written, then while it is empty.
+        std::fs::write(dir.join("b.yaml"), &b[..50]).unwrap();
+        let mut restarted = source();
+        let s = snapshot(restarted.load());
+        assert_eq!(s.model, first.model);
+        assert!(s.info.restored_at.is_some());
+        assert_eq!(s.info.last_good.len(), 1);
+        assert!(
+            s.info.errors[0].file.ends_with("b.yaml"),
+            "{:?}",
+            s.info.errors
+        );
+        std::fs::write(dir.join("b.yaml"), "").unwrap();
+        let s = snapshot(source().load());
+        assert_eq!(s.model, first.model, "an emptied file keeps its objects");
+        assert!(s.info.errors[0].message.contains("empty"));
+
+        // Deleting the file is what removes its objects.
+        std::fs::remove_file(dir.join("b.yaml")).unwrap();
+        let s = snapshot(restarted.load());
+        assert!(s.info.errors.is_empty());
+        assert_eq!(s.model.gateways.keys().collect::<Vec<_>>(), ["a"]);
+    }
+
+    #[test]
+    fn an_invalid_start_without_state_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), &gateway("a")[..50]).unwrap();
+        let state = StateDir::open(&dir.path().join(".state")).unwrap();
+        let mut source = FileSource::new(dir.path().to_path_buf())
+            .unwrap()
+            .with_state_dir(state);
+        match source.load() {
+            Update::Rejected(e) => assert!(e.to_string().contains("a.yaml"), "{e}"),
+            Update::Snapshot(s) => panic!("served {s:?}"),
+        }
     }
 
     #[tokio::test]

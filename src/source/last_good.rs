@@ -138,8 +138,9 @@ impl LastGood {
         self.objects.values().filter_map(Stored::of).collect()
     }
 
-    /// Reads the configuration persisted in `state`, if any.
-    pub fn load(state: &StateDir) -> Result<Option<Self>, LastGoodError> {
+    /// Reads the configuration persisted in `state` for `config`, if any; one persisted for
+    /// another configuration path is not used (two Tesseras may share a state directory).
+    pub fn load(state: &StateDir, config: &Path) -> Result<Option<Self>, LastGoodError> {
         let Some(bytes) = state.read(FILE)? else {
             return Ok(None);
         };
@@ -152,6 +153,13 @@ impl LastGood {
             tracing::warn!(
                 format = persisted.format,
                 "the persisted configuration has another format; ignored"
+            );
+            return Ok(None);
+        }
+        if persisted.config != config {
+            tracing::warn!(
+                persisted_for = %persisted.config.display(),
+                "the state directory holds the configuration of another path; not used"
             );
             return Ok(None);
         }
@@ -168,13 +176,19 @@ impl LastGood {
         }))
     }
 
-    /// Persists the objects (atomically; never a secret value).
-    pub fn save(&self, state: &StateDir, now: SystemTime) -> Result<(), LastGoodError> {
+    /// Persists the objects read from `config` (atomically; never a secret value).
+    pub fn save(
+        &self,
+        state: &StateDir,
+        config: &Path,
+        now: SystemTime,
+    ) -> Result<(), LastGoodError> {
         let saved_at_ms = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let persisted = Persisted {
             format: FORMAT,
+            config: config.to_path_buf(),
             saved_at_ms,
             objects: self.stored(),
         };
@@ -221,6 +235,8 @@ fn relabelled(object: &Object) -> Option<Object> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Persisted {
     format: u32,
+    /// The configuration path the objects were read from.
+    config: PathBuf,
     saved_at_ms: u64,
     objects: Vec<Stored>,
 }

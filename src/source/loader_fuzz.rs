@@ -320,10 +320,10 @@ proptest! {
 
         let state_dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(state_dir.path()).unwrap();
-        merged.next.save(&state, SystemTime::now()).unwrap();
+        merged.next.save(&state, dir.path(), SystemTime::now()).unwrap();
         let persisted = String::from_utf8(state.read(super::last_good::FILE).unwrap().unwrap()).unwrap();
         prop_assert!(!persisted.contains("sk-fuzz-"), "a secret value was persisted");
-        let restored = LastGood::load(&state).unwrap().unwrap();
+        let restored = LastGood::load(&state, dir.path()).unwrap().unwrap();
         prop_assert!(restored.persists_as(&merged.next));
         // Every file unreadable: the restored set alone is served, and it is the same model.
         for i in 0..files {

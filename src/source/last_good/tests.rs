@@ -198,14 +198,19 @@ fn persisted_configuration_has_no_secret_values_and_restores() {
     let state_dir = tempfile::tempdir().unwrap();
     let state = StateDir::open(state_dir.path()).unwrap();
     let at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    last.save(&state, at).unwrap();
+    last.save(&state, c.0.path(), at).unwrap();
     let text = String::from_utf8(state.read(FILE).unwrap().unwrap()).unwrap();
     for value in ["sk-secret-value-a", "sk-secret-value-b", "c2stc2VjcmV0"] {
         assert!(!text.contains(value), "{value} persisted:\n{text}");
     }
     assert!(text.contains("b.test"), "{text}");
 
-    let restored = LastGood::load(&state).unwrap().unwrap();
+    assert!(
+        LastGood::load(&state, Path::new("/elsewhere"))
+            .unwrap()
+            .is_none()
+    );
+    let restored = LastGood::load(&state, c.0.path()).unwrap().unwrap();
     assert_eq!(restored.restored_at, Some(at));
     assert!(restored.persists_as(&last));
     // A restart while b.yaml is half written: b and rb come from the persisted configuration.
@@ -245,10 +250,15 @@ fn a_damaged_persisted_file_is_an_error_naming_it() {
     state
         .write_atomic(FILE, b"{\"format\": 1, \"savedAtMs\": ")
         .unwrap();
-    let e = LastGood::load(&state).unwrap_err().to_string();
+    let e = LastGood::load(&state, Path::new("/c"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains(FILE), "{e}");
     state
-        .write_atomic(FILE, b"{\"format\": 99, \"savedAtMs\": 0, \"objects\": []}")
+        .write_atomic(
+            FILE,
+            b"{\"format\": 99, \"config\": \"/c\", \"savedAtMs\": 0, \"objects\": []}",
+        )
         .unwrap();
-    assert!(LastGood::load(&state).unwrap().is_none());
+    assert!(LastGood::load(&state, Path::new("/c")).unwrap().is_none());
 }
