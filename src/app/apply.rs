@@ -165,10 +165,18 @@ fn problems(info: &SourceInfo) -> Vec<ObjectProblem> {
         .collect()
 }
 
-/// Why some objects are served in their last good version, for `/readyz` and `/status`.
+/// Why what is served differs from the input as it reads now, for `/readyz` and `/status`.
 fn fallback(info: &SourceInfo) -> Option<String> {
+    let files: std::collections::BTreeSet<String> = info
+        .errors
+        .iter()
+        .map(|e| e.file.display().to_string())
+        .collect();
+    let files = files.into_iter().collect::<Vec<_>>().join(", ");
+    let is = if files.contains(", ") { "are" } else { "is" };
     if info.last_good.is_empty() {
-        return None;
+        let invalid = !info.errors.is_empty();
+        return invalid.then(|| format!("serving what is valid; {files} {is} invalid"));
     }
     const SHOWN: usize = 5;
     let mut objects: Vec<String> = info
@@ -180,13 +188,6 @@ fn fallback(info: &SourceInfo) -> Option<String> {
     if info.last_good.len() > SHOWN {
         objects.push(format!("{} more", info.last_good.len() - SHOWN));
     }
-    let files: std::collections::BTreeSet<String> = info
-        .errors
-        .iter()
-        .map(|e| e.file.display().to_string())
-        .collect();
-    let files = files.into_iter().collect::<Vec<_>>().join(", ");
-    let is = if files.contains(", ") { "are" } else { "is" };
     let objects = objects.join(", ");
     Some(match info.restored_at {
         Some(at) => format!(
@@ -195,4 +196,63 @@ fn fallback(info: &SourceInfo) -> Option<String> {
         ),
         None => format!("serving the last good version of {objects} because {files} {is} invalid"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::ConfigError;
+    use crate::source::load::{ErrorClass, Kind, ObjectRef};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn info(last_good: &[&str], restored: bool) -> SourceInfo {
+        let route = |name: &str| ObjectRef::new(Kind::Route, None, name);
+        SourceInfo {
+            files: Vec::new(),
+            errors: vec![ConfigError {
+                file: "/c/routes.yaml".into(),
+                document: 2,
+                object: Some(route("chat")),
+                field: "spec.rules".into(),
+                message: "is required".into(),
+                class: ErrorClass::Invalid,
+            }],
+            last_good: last_good.iter().map(|n| route(n)).collect(),
+            restored_at: restored.then(|| UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
+        }
+    }
+
+    #[test]
+    fn readiness_says_what_is_served_instead_of_the_input() {
+        assert_eq!(fallback(&SourceInfo::default()), None);
+        assert_eq!(
+            fallback(&info(&[], false)).unwrap(),
+            "serving what is valid; /c/routes.yaml is invalid"
+        );
+        assert_eq!(
+            fallback(&info(&["chat"], false)).unwrap(),
+            "serving the last good version of Route \"chat\" because /c/routes.yaml is invalid"
+        );
+        assert_eq!(
+            fallback(&info(&["chat"], true)).unwrap(),
+            "serving the configuration persisted at Fri, 15 Jan 2027 08:00:00 GMT for Route \"chat\" because /c/routes.yaml is invalid"
+        );
+        let many: Vec<String> = (0..7).map(|i| format!("r{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(
+            fallback(&info(&many, false))
+                .unwrap()
+                .contains("Route \"r4\", 2 more because")
+        );
+    }
+
+    #[test]
+    fn status_lists_every_problem_and_whether_its_last_good_version_serves() {
+        let p = problems(&info(&["chat"], false));
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].object.as_deref(), Some("Route \"chat\""));
+        assert_eq!((p[0].document, p[0].field.as_str()), (2, "spec.rules"));
+        assert!(p[0].last_good_served);
+        assert!(!problems(&info(&[], false))[0].last_good_served);
+    }
 }
