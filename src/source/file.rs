@@ -89,13 +89,14 @@ impl FileSource {
         }
         let files = parsed.files.clone();
         let merged = self.last_good.merge(&self.config, parsed);
+        if merged.model == Default::default() && !merged.errors.is_empty() {
+            // Nothing to serve: what is served (if anything) stays, and so does its record.
+            return Update::Rejected(Arc::new(ConfigErrors(merged.errors)));
+        }
         if !merged.next.persists_as(&self.last_good) {
             self.persisted = false;
         }
         self.last_good = merged.next;
-        if merged.model == Default::default() && !merged.errors.is_empty() {
-            return Update::Rejected(Arc::new(ConfigErrors(merged.errors)));
-        }
         self.persist();
         let mut problems: BTreeMap<_, Vec<Problem>> = BTreeMap::new();
         for e in &merged.errors {
