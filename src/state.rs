@@ -18,6 +18,24 @@ pub struct ConfigStatus {
     pub routes: usize,
     /// Why the most recent edit was rejected (cleared by the next valid one).
     pub last_error: Option<String>,
+    /// Every problem of the configuration read last (file mode), one per field.
+    pub problems: Vec<ObjectProblem>,
+    /// Why part of what is served is not the configuration as it reads now, if it is not.
+    pub fallback: Option<String>,
+}
+
+/// One problem of the configuration, as `/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectProblem {
+    /// `Kind "name"`; `None` when the problem names no object (e.g. invalid YAML).
+    pub object: Option<String>,
+    pub file: PathBuf,
+    /// 1-based document within the file; 0 for the whole file.
+    pub document: usize,
+    pub field: String,
+    pub message: String,
+    /// Whether the object's last good version is served meanwhile.
+    pub last_good_served: bool,
 }
 
 /// Counters for `/metrics`.

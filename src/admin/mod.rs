@@ -106,14 +106,25 @@ fn refuse_status(access: &StatusAccess, headers: &HeaderMap) -> Option<Response>
     }
 }
 
+/// 200 while a valid configuration is served (saying so when part of it is a last good
+/// version rather than the input as it reads now); 503 before any valid configuration.
 async fn readyz(State(Admin { state, .. }): State<Admin>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no valid configuration loaded yet\n",
-        )
+    let config = state
+        .config_status
+        .read()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    if !state.ready.load(Ordering::Relaxed) {
+        let why = config
+            .last_error
+            .map(|e| format!(":\n{e}"))
+            .unwrap_or_default();
+        let body = format!("no valid configuration yet{why}\n");
+        return (StatusCode::SERVICE_UNAVAILABLE, body);
+    }
+    match config.fallback {
+        Some(fallback) => (StatusCode::OK, format!("{fallback}\n")),
+        None => (StatusCode::OK, "ready\n".to_owned()),
     }
 }
 

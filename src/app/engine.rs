@@ -44,7 +44,9 @@ impl Engine {
 
     /// Publishes `model` with the credentials it needs, atomically; starts or stops refresh
     /// tasks. A model equal to the served one publishes nothing (no churn in the fleet).
-    pub fn apply(&mut self, model: &Model) {
+    /// `complete` is false when the source left objects out as invalid (nodes whose gateway
+    /// is absent are then not answered: `xds::State::complete`).
+    pub fn apply(&mut self, model: &Model, complete: bool) {
         let gateways = translate(model);
         let referenced: HashSet<&String> = gateways
             .values()
@@ -59,7 +61,7 @@ impl Engine {
         let sink: Arc<dyn Publish> = self.publisher.clone();
         self.keys.reload(model, &sink);
         let plan = self.minters.plan(model, &in_use);
-        self.publish(model, gateways, &in_use, &plan.pending);
+        self.publish(model, gateways, &in_use, &plan.pending, complete);
         self.keys.start();
         self.minters.start(plan);
         self.state
@@ -83,6 +85,7 @@ impl Engine {
         gateways: HashMap<String, Arc<GatewayConfig>>,
         in_use: &HashSet<String>,
         pending: &[String],
+        complete: bool,
     ) {
         // Held while the tasks' current values are read and published, so a task's newer
         // value can never be overwritten by an older one read here.
@@ -110,9 +113,8 @@ impl Engine {
                     && served.credentials.get(&r.name).map(|s| &s.version) != Some(&r.version)
             })
             .count();
-        self.state
-            .cache
-            .publish(gateways, resources.into_iter().map(|(_, r)| r));
+        let resources = resources.into_iter().map(|(_, r)| r);
+        self.state.cache.publish_with(gateways, resources, complete);
         self.state
             .metrics
             .credential_updates

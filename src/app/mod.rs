@@ -140,7 +140,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             tasks.spawn("Kubernetes source", source.run(updates_tx, status_tx));
         }
         None => {
-            let source = FileSource::new(config).context("cannot start the file watcher")?;
+            let state_dir = crate::state_dir::StateDir::open(&opts.state_dir)
+                .context("cannot open the state directory")?;
+            let mut source = FileSource::new(config)
+                .context("cannot start the file watcher")?
+                .with_state_dir(state_dir);
             // Applied before the xDS port opens, so a reconnecting Envoy is never answered
             // with an empty configuration.
             applier.apply(source.load());

@@ -2,13 +2,17 @@
 //! Key files are not this source's concern: `key_files` watches them in either mode.
 
 use super::debounce::{self, Urgency};
-use super::load::{Loaded, load};
+use super::last_good::LastGood;
+use super::load::{ConfigError, ConfigErrors, ErrorClass, read};
 use super::watch::{Change, ChangeKind, DirWatcher, parent_dir};
-use super::{Snapshot, SourceInfo, Update};
+use super::{Problem, Snapshot, SourceInfo, Update};
+use crate::state_dir::StateDir;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 use tokio::sync::mpsc;
+use tracing::{info, warn};
 
 /// The configuration on disk, and a watch on its directory.
 pub struct FileSource {
@@ -16,6 +20,12 @@ pub struct FileSource {
     dir: PathBuf,
     watcher: DirWatcher,
     changes: mpsc::UnboundedReceiver<Change>,
+    /// What was served last, object by object (see `last_good`).
+    last_good: LastGood,
+    /// Where the last good configuration is persisted, if anywhere.
+    state: Option<StateDir>,
+    /// Whether `last_good` is what the state directory holds.
+    persisted: bool,
 }
 
 impl FileSource {
@@ -33,18 +43,91 @@ impl FileSource {
             dir,
             watcher,
             changes,
+            last_good: LastGood::default(),
+            state: None,
+            persisted: false,
         })
     }
 
-    /// Reads the whole configuration as it is now.
-    pub fn load(&self) -> Update {
-        match load(&self.config) {
-            Ok(Loaded { model, files }) => Update::Snapshot(Arc::new(Snapshot {
-                model,
-                problems: BTreeMap::new(),
-                info: SourceInfo { files },
-            })),
-            Err(errors) => Update::Rejected(Arc::new(errors)),
+    /// Persists every configuration served in `state`, and starts from the one persisted
+    /// there (an unusable one is logged and ignored).
+    pub fn with_state_dir(mut self, state: StateDir) -> Self {
+        match LastGood::load(&state, &self.config) {
+            Ok(Some(last_good)) => {
+                info!(dir = %state.path().display(), "read the last good configuration");
+                self.last_good = last_good;
+                self.persisted = true;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(error = %e, "cannot use the persisted configuration; starting without it")
+            }
+        }
+        self.state = Some(state);
+        self
+    }
+
+    /// Reads the configuration as it is now: every valid object, and the last good version of
+    /// each object whose input is invalid now. Persists what it returns to serve.
+    pub fn load(&mut self) -> Update {
+        let mut parsed = read(&self.config);
+        // A file truncated to nothing is far more often an edit in progress than a request
+        // to delete what it held: its objects keep their last good version.
+        for file in &parsed.files {
+            let empty = std::fs::metadata(file).is_ok_and(|m| m.len() == 0);
+            if empty && self.last_good.has_objects_from(file) {
+                parsed.errors.push(ConfigError {
+                    file: file.clone(),
+                    document: 0,
+                    object: None,
+                    field: String::new(),
+                    message: "is empty; what it held keeps serving (delete the file to remove it)"
+                        .into(),
+                    class: ErrorClass::Invalid,
+                });
+            }
+        }
+        let files = parsed.files.clone();
+        let merged = self.last_good.merge(&self.config, parsed);
+        if merged.model == Default::default() && !merged.errors.is_empty() {
+            // Nothing to serve: what is served (if anything) stays, and so does its record.
+            return Update::Rejected(Arc::new(ConfigErrors(merged.errors)));
+        }
+        if !merged.next.persists_as(&self.last_good) {
+            self.persisted = false;
+        }
+        self.last_good = merged.next;
+        self.persist();
+        let mut problems: BTreeMap<_, Vec<Problem>> = BTreeMap::new();
+        for e in &merged.errors {
+            if let Some(object) = e.object.as_ref().filter(|o| !o.name.is_empty()) {
+                problems.entry(object.clone()).or_default().push(e.into());
+            }
+        }
+        Update::Snapshot(Arc::new(Snapshot {
+            model: merged.model,
+            problems,
+            info: SourceInfo {
+                files,
+                errors: merged.errors,
+                last_good: merged.from_last_good,
+                restored_at: merged.restored_at,
+            },
+        }))
+    }
+
+    /// Writes the last good configuration to the state directory unless it holds it already.
+    fn persist(&mut self) {
+        let Some(state) = &self.state else {
+            return;
+        };
+        if self.persisted {
+            return;
+        }
+        match self.last_good.save(state, &self.config, SystemTime::now()) {
+            Ok(()) => self.persisted = true,
+            // Serving goes on; only a restart with an invalid configuration would miss it.
+            Err(e) => warn!(error = %e, "cannot persist the configuration served"),
         }
     }
 
@@ -57,6 +140,7 @@ impl FileSource {
                 dir,
                 watcher,
                 changes,
+                ..
             } = &mut self;
             let batch = debounce::next_batch(changes, |change| {
                 let rescan = !watcher.follow(change).is_empty();
@@ -66,7 +150,11 @@ impl FileSource {
                     Urgency::Ignore
                 }
             });
-            if batch.await.is_none() || updates.send(self.load()).await.is_err() {
+            if batch.await.is_none() {
+                return;
+            }
+            let update = self.load();
+            if updates.send(update).await.is_err() {
                 return;
             }
         }
@@ -149,6 +237,67 @@ mod tests {
             .unwrap_or_else(|_| panic!("gateway {name} was never published"));
     }
 
+    fn snapshot(update: Update) -> Arc<Snapshot> {
+        match update {
+            Update::Snapshot(s) => s,
+            Update::Rejected(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_restart_serves_the_persisted_version_of_what_is_invalid() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, state) = (root.path().join("config"), root.path().join("state"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("a.yaml"), gateway("a")).unwrap();
+        let b = gateway("b").replace("10000", "10001");
+        std::fs::write(dir.join("b.yaml"), &b).unwrap();
+        let source = || {
+            let state = StateDir::open(&state).unwrap();
+            FileSource::new(dir.clone()).unwrap().with_state_dir(state)
+        };
+        let first = snapshot(source().load());
+        assert!(first.info.errors.is_empty(), "{:?}", first.info.errors);
+        assert!(first.info.restored_at.is_none());
+
+        // Restarted while b.yaml is half written, then while it is empty.
+        std::fs::write(dir.join("b.yaml"), &b[..50]).unwrap();
+        let mut restarted = source();
+        let s = snapshot(restarted.load());
+        assert_eq!(s.model, first.model);
+        assert!(s.info.restored_at.is_some());
+        assert_eq!(s.info.last_good.len(), 1);
+        assert!(
+            s.info.errors[0].file.ends_with("b.yaml"),
+            "{:?}",
+            s.info.errors
+        );
+        std::fs::write(dir.join("b.yaml"), "").unwrap();
+        let s = snapshot(source().load());
+        assert_eq!(s.model, first.model, "an emptied file keeps its objects");
+        assert!(s.info.errors[0].message.contains("empty"));
+
+        // Deleting the file is what removes its objects.
+        std::fs::remove_file(dir.join("b.yaml")).unwrap();
+        let s = snapshot(restarted.load());
+        assert!(s.info.errors.is_empty());
+        assert_eq!(s.model.gateways.keys().collect::<Vec<_>>(), ["a"]);
+    }
+
+    #[test]
+    fn an_invalid_start_without_state_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), &gateway("a")[..50]).unwrap();
+        let state = StateDir::open(&dir.path().join(".state")).unwrap();
+        let mut source = FileSource::new(dir.path().to_path_buf())
+            .unwrap()
+            .with_state_dir(state);
+        match source.load() {
+            Update::Rejected(e) => assert!(e.to_string().contains("a.yaml"), "{e}"),
+            Update::Snapshot(s) => panic!("served {s:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn a_configmap_update_and_a_recreated_directory_reload() {
         use std::os::unix::fs::symlink;
@@ -159,7 +308,7 @@ mod tests {
         std::fs::write(dir.join("..1/gateway.yaml"), gateway("a")).unwrap();
         symlink("..1", dir.join("..data")).unwrap();
         symlink("..data/gateway.yaml", dir.join("gateway.yaml")).unwrap();
-        let source = FileSource::new(dir.clone()).unwrap();
+        let mut source = FileSource::new(dir.clone()).unwrap();
         match source.load() {
             Update::Snapshot(s) => assert!(s.model.gateways.contains_key("a")),
             Update::Rejected(e) => panic!("{e}"),

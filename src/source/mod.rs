@@ -6,7 +6,10 @@ pub mod debounce;
 pub mod file;
 pub mod key_files;
 pub mod kubernetes;
+pub mod last_good;
 pub mod load;
+#[cfg(test)]
+mod loader_fuzz;
 mod problem;
 pub mod watch;
 
@@ -34,6 +37,12 @@ pub struct Snapshot {
 pub struct SourceInfo {
     /// The configuration files read, in processing order (file mode).
     pub files: Vec<PathBuf>,
+    /// Every problem of the input (file mode), also those that name no object.
+    pub errors: Vec<ConfigError>,
+    /// Objects served in their last good version because their input is invalid now.
+    pub last_good: Vec<ObjectRef>,
+    /// When those versions were persisted, if they were read from the state directory.
+    pub restored_at: Option<std::time::SystemTime>,
 }
 
 /// What a source publishes each time its input settles.

@@ -82,6 +82,10 @@ pub struct State {
     pub gateways: HashMap<String, Arc<GatewayConfig>>,
     /// SDS secrets and ECDS extension configs by name.
     pub credentials: HashMap<String, Arc<Resource>>,
+    /// Whether the configuration is whole: loaded, with no object left out as invalid.
+    /// While it is not, a node whose gateway is absent may be missing it only because of
+    /// bad input, so it gets no answer at all: an empty CDS/LDS answer would drop its listeners.
+    pub complete: bool,
 }
 
 impl State {
@@ -123,6 +127,11 @@ impl State {
             .iter()
             .filter(|n| referenced.is_none_or(|r| !r.contains(*n)))
             .collect()
+    }
+
+    /// Whether `node` is answered at all (see [`State::complete`]).
+    pub fn answers(&self, node: &NodeIdentity) -> bool {
+        self.complete || self.gateway_for(node).is_some()
     }
 
     /// The resources of `type_url` a node may see, restricted to `requested` for named types.
@@ -170,7 +179,7 @@ impl Default for Cache {
 }
 
 impl Cache {
-    /// An empty cache: nodes get empty CDS/LDS until the first configuration is published.
+    /// An empty cache: no node is answered until the first configuration is published.
     pub fn new() -> Self {
         let (tx, _) = watch::channel(Arc::new(State::default()));
         Self { tx }
@@ -186,12 +195,22 @@ impl Cache {
         self.tx.borrow().clone()
     }
 
-    /// Publishes a new configuration together with the credentials it needs, atomically, so
-    /// no node ever sees a cluster whose credential has not arrived.
+    /// Publishes a new, complete configuration together with the credentials it needs,
+    /// atomically, so no node ever sees a cluster whose credential has not arrived.
     pub fn publish(
         &self,
         gateways: HashMap<String, Arc<GatewayConfig>>,
         credentials: impl IntoIterator<Item = Arc<Resource>>,
+    ) {
+        self.publish_with(gateways, credentials, true);
+    }
+
+    /// [`Cache::publish`], saying whether the configuration is complete ([`State::complete`]).
+    pub fn publish_with(
+        &self,
+        gateways: HashMap<String, Arc<GatewayConfig>>,
+        credentials: impl IntoIterator<Item = Arc<Resource>>,
+        complete: bool,
     ) {
         let credentials: Vec<_> = credentials.into_iter().collect();
         self.tx.send_if_modified(|state| {
@@ -200,12 +219,13 @@ impl Cache {
             let before = creds.len();
             creds.retain(|name, _| gateways.values().any(|g| g.credentials.contains(name)));
             changed |= creds.len() != before;
-            if !changed && state.gateways == gateways {
+            if !changed && state.gateways == gateways && state.complete == complete {
                 return false;
             }
             *state = Arc::new(State {
                 gateways,
                 credentials: creds,
+                complete,
             });
             true
         });
@@ -220,6 +240,7 @@ impl Cache {
                 *state = Arc::new(State {
                     gateways: state.gateways.clone(),
                     credentials: creds,
+                    complete: state.complete,
                 });
             }
             changed

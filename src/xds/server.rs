@@ -297,6 +297,12 @@ where
             let _ = out.send(Err(status)).await;
             break;
         }
+        // Not answering beats an answer with less than the node holds (see `State::complete`).
+        let to_push = if snapshot.answers(&stream.node) {
+            to_push
+        } else {
+            Vec::new()
+        };
         for t in to_push {
             let Some(state) = types.get_mut(t) else {
                 continue;

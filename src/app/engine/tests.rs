@@ -136,7 +136,7 @@ async fn key_files_are_published_counted_and_rotated() {
     std::fs::write(&path, "sk-1\n").unwrap();
     let mut engine = engine();
     let m = model(key_file(&path));
-    engine.apply(&m);
+    engine.apply(&m, true);
     assert_eq!(served(&engine).as_deref(), Some("sk-1"));
     assert_eq!(updates(&engine), 1);
     assert_eq!(
@@ -144,7 +144,7 @@ async fn key_files_are_published_counted_and_rotated() {
         CredentialState::Present
     );
     // The same model again: nothing new is pushed or counted.
-    engine.apply(&m);
+    engine.apply(&m, true);
     assert_eq!(updates(&engine), 1);
     assert!(engine.is_key_file(&path));
 
@@ -178,7 +178,7 @@ async fn a_minted_credential_waits_failing_closed_and_a_static_successor_publish
     let path = dir.path().join("openai.key");
     std::fs::write(&path, "sk-1\n").unwrap();
     let mut engine = engine();
-    engine.apply(&model(azure()));
+    engine.apply(&model(azure()), true);
     // Published with the cluster, failing closed, before the first mint.
     assert_eq!(served(&engine).as_deref(), Some(""));
     until("the failed mint", || {
@@ -188,7 +188,7 @@ async fn a_minted_credential_waits_failing_closed_and_a_static_successor_publish
     .await;
 
     // The same policy becomes a key file: the stopped minter must not silence its reader.
-    engine.apply(&model(key_file(&path)));
+    engine.apply(&model(key_file(&path)), true);
     assert_eq!(served(&engine).as_deref(), Some("sk-1"));
     std::fs::write(&path, "sk-2\n").unwrap();
     engine.reread_key(&path);

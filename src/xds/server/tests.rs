@@ -277,3 +277,42 @@ async fn delta_rotation_is_one_resource() {
     assert!(r.removed_resources.is_empty());
     h.nothing().await;
 }
+
+#[tokio::test]
+async fn a_node_whose_gateway_is_missing_from_an_incomplete_configuration_gets_nothing() {
+    let cache = Cache::new();
+    // Reconnecting nodes that hold a configuration, before anything is loaded.
+    let mut d = delta(&cache);
+    d.req
+        .send(Ok(DeltaDiscoveryRequest {
+            node: node(),
+            type_url: type_url::CLUSTER.into(),
+            initial_resource_versions: [("backend/a".to_string(), "v1".to_string())].into(),
+            ..Default::default()
+        }))
+        .unwrap();
+    let (mut s, _) = sotw(&cache);
+    s.req
+        .send(Ok(sotw_req(type_url::CLUSTER, &[], "v1", "")))
+        .unwrap();
+    d.nothing().await;
+    s.nothing().await;
+
+    // Loaded, but with objects left out and without their gateway: still nothing, neither an
+    // empty SotW answer nor a Delta removal.
+    cache.publish_with(HashMap::new(), [], false);
+    d.nothing().await;
+    s.nothing().await;
+
+    // The gateway arrives: both are answered.
+    cache.publish_with(gateway(&["backend/a"], &[]), [], false);
+    assert_eq!(s.next().await.resources.len(), 1);
+    let r = d.next().await;
+    assert_eq!(r.resources.len(), 1);
+    assert!(r.removed_resources.is_empty());
+
+    // A complete configuration without the gateway is a deliberate removal, and is sent.
+    cache.publish(HashMap::new(), []);
+    assert!(s.next().await.resources.is_empty());
+    assert_eq!(d.next().await.removed_resources, ["backend/a"]);
+}

@@ -44,6 +44,13 @@ impl Tessera {
 
     /// Like [`Tessera::start`], with extra environment variables.
     pub async fn start_with_env(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let t = Self::launch(config, extra, env);
+        t.wait_ready().await;
+        t
+    }
+
+    /// Starts serving `config` without waiting for readiness (it may never come).
+    pub fn launch(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut t = Tessera {
             proc: None,
             xds_port: port(),
@@ -57,7 +64,6 @@ impl Tessera {
                 .collect(),
         };
         t.spawn();
-        t.wait_ready().await;
         t
     }
 
@@ -102,6 +108,13 @@ impl Tessera {
         self.stop();
         self.spawn();
         self.wait_ready().await;
+    }
+
+    /// The status code and body of /readyz.
+    pub async fn readyz(&self) -> (u16, String) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
+        let r = crate::http::http().get(url).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
     }
 
     /// The admin API's /status document.
