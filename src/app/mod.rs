@@ -60,6 +60,8 @@ pub struct ServeOptions {
     pub key_reread_interval: Duration,
     /// `--state-dir`: opened (created) at start; see [`crate::state_dir`].
     pub state_dir: PathBuf,
+    /// Limits of the xDS port.
+    pub xds_limits: crate::xds::Limits,
 }
 
 /// Runs until interrupted.
@@ -211,8 +213,10 @@ async fn xds_server(
     opts: &ServeOptions,
     state: Arc<AppState>,
 ) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
-    let service = AdsService::new(state.cache.clone(), state.registry.clone());
+    let service =
+        AdsService::with_limits(state.cache.clone(), state.registry.clone(), opts.xds_limits);
     let mut builder = Server::builder()
+        .max_concurrent_streams(Some(opts.xds_limits.max_streams_per_connection))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
     if let Some(tls) = &opts.tls {

@@ -44,7 +44,9 @@ impl AdsService {
             cache,
             registry,
             limits,
-            streams: Arc::new(Semaphore::new(limits.max_streams)),
+            streams: Arc::new(Semaphore::new(
+                limits.max_streams.min(Semaphore::MAX_PERMITS),
+            )),
         }
     }
 
@@ -654,5 +656,7 @@ impl Protocol for Delta {
     }
 }
 
+#[cfg(test)]
+mod ads_fuzz;
 #[cfg(test)]
 mod tests;
