@@ -529,7 +529,7 @@ struct DeltaType {
     subscribed: BTreeSet<String>,
     /// What the node holds (or was last sent), name → version.
     known: HashMap<String, String>,
-    /// Whether this type got a response on this stream: a wildcard subscription is always
+    /// Whether this type needs no first answer: a new node's wildcard subscription is
     /// answered once, even with nothing, or Envoy never finishes initializing.
     answered: bool,
 }
@@ -560,6 +560,8 @@ impl Protocol for Delta {
         let state = types.entry(t).or_insert_with(|| DeltaType {
             // Legacy wildcard: the first request of a wildcard type with no names.
             wildcard: type_url::is_wildcard(t) && req.resource_names_subscribe.is_empty(),
+            // A node that holds resources is past initializing: it needs no empty answer.
+            answered: !req.initial_resource_versions.is_empty(),
             // What a reconnecting node already holds is not sent again.
             known: req.initial_resource_versions,
             ..Default::default()

@@ -454,6 +454,23 @@ async fn delta_answers_an_empty_wildcard_once() {
             .unwrap();
         h.nothing().await;
     }
+    // A reconnecting node that holds resources is past initializing: no empty answer (no
+    // churn after a restart).
+    cache.publish(gateway(&["backend/a"], &[]), []);
+    let mut back = delta(&cache);
+    back.req
+        .send(Ok(DeltaDiscoveryRequest {
+            node: node(),
+            type_url: type_url::CLUSTER.into(),
+            initial_resource_versions: [(
+                "backend/a".to_string(),
+                cluster("backend/a").version.clone(),
+            )]
+            .into(),
+            ..Default::default()
+        }))
+        .unwrap();
+    back.nothing().await;
     // A node of a gateway that does not exist (yet) is answered the same way.
     let mut stranger = delta(&cache);
     let mut req = DeltaDiscoveryRequest {
