@@ -10,14 +10,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct TypeStatus {
     /// Last version (SotW) or nonce-tagged update (Delta) sent.
     pub sent: String,
-    /// Last version the node ACKed.
+    /// Last version (SotW) or nonce (Delta) the node ACKed; client text, cut and escaped.
     pub acked: String,
     /// Responses sent on this stream for this type.
     pub responses: u64,
     /// Requests received for this type (ACKs, NACKs and subscriptions).
     pub requests: u64,
     pub nacks: u64,
-    /// Envoy's error detail for the most recent NACK.
+    /// The most recent NACK's error detail as made safe by [`super::limits::nack_text`]:
+    /// withheld for credential-bearing types (it may echo the secret), else cut and escaped.
     pub last_nack: Option<String>,
 }
 
