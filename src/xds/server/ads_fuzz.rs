@@ -327,6 +327,9 @@ fn fuzz_sotw(ops: Vec<Op>) -> Reached {
     let mut stream: Option<StreamState> = None;
     let mut types: HashMap<&'static str, SotwType> = HashMap::new();
     let mut asked: HashMap<String, BTreeSet<String>> = HashMap::new();
+    // The names each type's latest response answered: a NACK that asks for the same ones
+    // has nothing new to be answered with.
+    let mut answered: HashMap<String, BTreeSet<String>> = HashMap::new();
     for op in ops {
         let (mut event, quiet_nack) = match op {
             Op::Change(v, r) => {
@@ -341,7 +344,7 @@ fn fuzz_sotw(ops: Vec<Op>) -> Reached {
                 };
                 let nonce = sent.nonce(&t, &r);
                 let nack = r.error.is_some() && sent.is_latest(&t, &nonce);
-                let same_names = asked.get(&t) == Some(&names);
+                let same_names = answered.get(&t) == Some(&names);
                 let req = DiscoveryRequest {
                     node: r.node.map(node),
                     type_url: t.clone(),
@@ -390,6 +393,7 @@ fn fuzz_sotw(ops: Vec<Op>) -> Reached {
         for resp in responses {
             sent.record(&resp.type_url, &resp.nonce, &resp.version_info);
             let wanted = asked.get(&resp.type_url).cloned().unwrap_or_default();
+            answered.insert(resp.type_url.clone(), wanted.clone());
             for any in &resp.resources {
                 assert_eq!(any.type_url, resp.type_url);
                 if let Some(name) = credential_name(any) {
