@@ -458,7 +458,10 @@ impl Protocol for Sotw {
             }
             return Ok(Some(t));
         }
-        state.added.extend(added);
+        if !type_url::is_wildcard(t) {
+            // A wildcard type's answer does not depend on the names asked for.
+            state.added.extend(added);
+        }
         if req.response_nonce != state.sent_nonce {
             // It crossed a response Envoy has not seen yet; Envoy answers that one next. A name
             // it newly watches is answered now all the same (see `added`).
