@@ -21,6 +21,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start; boxing the large `serve` variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve ADS to Envoy from a configuration file or directory (reloaded on change).
@@ -76,6 +78,8 @@ enum Command {
         /// Without it, `/status` is served only when --admin-address is loopback.
         #[arg(long)]
         admin_token_file: Option<PathBuf>,
+        #[command(flatten)]
+        xds_limits: XdsLimitArgs,
     },
     /// Check a configuration; prints every error with file, document and field.
     Validate {
@@ -122,6 +126,37 @@ enum Command {
     },
 }
 
+/// Limits of the xDS port (`serve`); see README, "Limits of the xDS port".
+#[derive(clap::Args)]
+struct XdsLimitArgs {
+    /// HTTP/2 streams one xDS connection may have open at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    xds_max_streams_per_connection: u32,
+    /// ADS streams open at once over all connections; more are refused (RESOURCE_EXHAUSTED).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    xds_max_streams: u64,
+    /// How long a new ADS stream may wait before its first request (DEADLINE_EXCEEDED).
+    #[arg(long, default_value = "15s", value_parser = parse_interval)]
+    xds_first_request_timeout: Duration,
+    /// Resource names one stream may subscribe to per type (RESOURCE_EXHAUSTED).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    xds_max_names_per_type: u64,
+}
+
+impl From<XdsLimitArgs> for tessera::xds::Limits {
+    fn from(a: XdsLimitArgs) -> Self {
+        // The ranges above keep both counts far below usize::MAX on every supported target.
+        let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Self {
+            max_streams_per_connection: a.xds_max_streams_per_connection,
+            max_streams: count(a.xds_max_streams),
+            first_request_timeout: a.xds_first_request_timeout,
+            max_names_per_type: count(a.xds_max_names_per_type),
+            ..Self::default()
+        }
+    }
+}
+
 /// How `translate` prints.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Format {
@@ -160,6 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             key_reread_interval,
             state_dir,
             admin_token_file,
+            xds_limits,
         } => {
             init_logging();
             let state_dir = state_dir.unwrap_or_else(|| default_state_dir(&config, kubernetes));
@@ -193,6 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 key_reread_interval,
                 state_dir,
                 admin_token_file,
+                xds_limits: xds_limits.into(),
             }))?;
             Ok(ExitCode::SUCCESS)
         }

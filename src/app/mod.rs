@@ -60,6 +60,8 @@ pub struct ServeOptions {
     pub state_dir: PathBuf,
     /// `--admin-token-file`: the bearer token `/status` requires.
     pub admin_token_file: Option<PathBuf>,
+    /// Limits of the xDS port.
+    pub xds_limits: crate::xds::Limits,
 }
 
 /// Runs until interrupted.
@@ -269,12 +271,14 @@ async fn xds_server(
         Some(_) => Authenticator::client_certificates(),
         None => Authenticator::off(),
     };
-    let service = AdsService::with_authenticator(
+    let service = AdsService::configured(
         state.cache.clone(),
         state.registry.clone(),
         Arc::new(authenticator),
+        opts.xds_limits,
     );
     let mut builder = Server::builder()
+        .max_concurrent_streams(Some(opts.xds_limits.max_streams_per_connection))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
     let listener = tokio::net::TcpListener::bind(opts.xds_address)

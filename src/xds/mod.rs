@@ -2,12 +2,14 @@
 
 pub mod cache;
 pub mod identity;
+pub mod limits;
 pub mod resource;
 pub mod server;
 pub mod status;
 pub mod transport;
 
 pub use cache::{Cache, GatewayConfig, NodeIdentity, State, TypeSet};
+pub use limits::Limits;
 pub use resource::{Resource, type_url};
 pub use server::AdsService;
 pub use status::Registry;

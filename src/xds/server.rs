@@ -6,6 +6,7 @@
 
 use super::cache::{Cache, NodeIdentity, State};
 use super::identity::{Authenticated, Authenticator};
+use super::limits::{Limits, bounded_text, nack_text};
 use super::resource::{Resource, set_version, type_url};
 use super::status::{Refusal, Registry};
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -17,7 +18,7 @@ use futures::{Stream, StreamExt};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
@@ -28,13 +29,21 @@ pub struct AdsService {
     cache: Arc<Cache>,
     registry: Arc<Registry>,
     authenticator: Arc<Authenticator>,
+    limits: Limits,
+    /// One permit per open stream, over all connections.
+    streams: Arc<Semaphore>,
 }
 
 impl AdsService {
     /// A service serving from `cache`, reporting into `registry`, without client
-    /// authentication.
+    /// authentication and with default limits.
     pub fn new(cache: Arc<Cache>, registry: Arc<Registry>) -> Self {
-        Self::with_authenticator(cache, registry, Arc::new(Authenticator::off()))
+        Self::configured(
+            cache,
+            registry,
+            Arc::new(Authenticator::off()),
+            Limits::default(),
+        )
     }
 
     /// A service whose streams prove who they are to `authenticator` before being served.
@@ -43,19 +52,56 @@ impl AdsService {
         registry: Arc<Registry>,
         authenticator: Arc<Authenticator>,
     ) -> Self {
+        Self::configured(cache, registry, authenticator, Limits::default())
+    }
+
+    /// A service with explicit limits, without client authentication.
+    pub fn with_limits(cache: Arc<Cache>, registry: Arc<Registry>, limits: Limits) -> Self {
+        Self::configured(cache, registry, Arc::new(Authenticator::off()), limits)
+    }
+
+    /// A service with both an authenticator and explicit limits.
+    pub fn configured(
+        cache: Arc<Cache>,
+        registry: Arc<Registry>,
+        authenticator: Arc<Authenticator>,
+        limits: Limits,
+    ) -> Self {
         Self {
             cache,
             registry,
             authenticator,
+            limits,
+            streams: Arc::new(Semaphore::new(
+                limits.max_streams.min(Semaphore::MAX_PERMITS),
+            )),
         }
     }
 
+    /// Admits one more stream (refused when `max_streams` are open; the permit is taken before
+    /// authenticating, so a flood of streams cannot queue up authentications), then asks the
+    /// authenticator who it is.
     async fn context<R>(&self, request: &Request<R>) -> Result<StreamCtx, Status> {
+        let ctx = self.admit()?;
         let peer = self
             .authenticator
             .authenticate(request.metadata(), request.extensions())
             .await?;
-        Ok(StreamCtx::new(&self.cache, &self.registry).with_peer(peer))
+        Ok(ctx.with_peer(peer))
+    }
+
+    /// Admits one more stream, or refuses it when `max_streams` are open.
+    fn admit(&self) -> Result<StreamCtx, Status> {
+        let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
+            warn!(
+                max_streams = self.limits.max_streams,
+                "refused an ADS stream: the limit of open streams is reached"
+            );
+            Status::resource_exhausted("too many open ADS streams; retry later")
+        })?;
+        Ok(StreamCtx::new(&self.cache, &self.registry)
+            .with_limits(self.limits)
+            .with_permit(permit))
     }
 }
 
@@ -93,15 +139,32 @@ pub struct StreamCtx {
     cache: watch::Receiver<Arc<State>>,
     registry: Arc<Registry>,
     peer: Authenticated,
+    limits: Limits,
+    /// Held while the stream lives; counts it against `max_streams`.
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl StreamCtx {
-    /// Context for one new, unauthenticated stream.
+    /// Context for one new, unauthenticated stream, with default limits.
     pub fn new(cache: &Cache, registry: &Arc<Registry>) -> Self {
         Self {
             cache: cache.subscribe(),
             registry: registry.clone(),
             peer: Authenticated::Unauthenticated,
+            limits: Limits::default(),
+            _permit: None,
+        }
+    }
+
+    /// The same context with explicit limits.
+    pub fn with_limits(self, limits: Limits) -> Self {
+        Self { limits, ..self }
+    }
+
+    fn with_permit(self, permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            _permit: Some(permit),
+            ..self
         }
     }
 
@@ -112,17 +175,30 @@ impl StreamCtx {
     }
 }
 
-fn identity(node: Option<&Node>, peer: &Authenticated) -> Result<NodeIdentity, Status> {
-    match node {
-        Some(n) if !n.id.is_empty() => Ok(NodeIdentity {
-            id: n.id.clone(),
-            cluster: n.cluster.clone(),
-            peer: peer.clone(),
-        }),
-        _ => Err(Status::invalid_argument(
+fn identity(
+    node: Option<&Node>,
+    peer: &Authenticated,
+    limits: &Limits,
+) -> Result<NodeIdentity, Status> {
+    let Some(n) = node.filter(|n| !n.id.is_empty()) else {
+        return Err(Status::invalid_argument(
             "the first request of a stream must carry node.id",
-        )),
+        ));
+    };
+    // Both end up in logs, /status and every lookup of the stream: bounded and printable.
+    let acceptable =
+        |s: &str| s.len() <= limits.max_node_field_bytes && !s.chars().any(char::is_control);
+    if !acceptable(&n.id) || !acceptable(&n.cluster) {
+        return Err(Status::invalid_argument(format!(
+            "node.id and node.cluster must be at most {} bytes without control characters",
+            limits.max_node_field_bytes
+        )));
     }
+    Ok(NodeIdentity {
+        id: n.id.clone(),
+        cluster: n.cluster.clone(),
+        peer: peer.clone(),
+    })
 }
 
 fn known_type(t: &str) -> Option<&'static str> {
@@ -156,6 +232,7 @@ where
     }
 }
 
+/// Logs a NACK; `detail` must already be made safe by [`nack_text`].
 fn log_nack(node: &NodeIdentity, type_url: &str, version: &str, detail: &str) {
     warn!(
         node = %node.id,
@@ -176,12 +253,13 @@ trait Protocol {
     const DELTA: bool;
 
     fn node(req: &Self::Req) -> Option<&Node>;
-    /// Applies a request; returns the type to consider pushing, if any.
+    /// Applies a request; returns the type to consider pushing, if any, or the status that
+    /// ends the stream when the request breaks a limit.
     fn handle(
         stream: &StreamState,
         types: &mut HashMap<&'static str, Self::TypeState>,
         req: Self::Req,
-    ) -> Option<&'static str>;
+    ) -> Result<Option<&'static str>, Status>;
     /// The response that brings the node up to date for type `t`, if it is behind.
     fn build(
         stream: &mut StreamState,
@@ -196,24 +274,75 @@ struct StreamState {
     node: NodeIdentity,
     id: u64,
     registry: Arc<Registry>,
+    limits: Limits,
     nonce: u64,
     /// Credential names this node asked for that its gateway does not reference.
     unreferenced: BTreeSet<String>,
 }
 
 impl StreamState {
+    /// Registers the stream of a node whose identity was checked and authorised.
+    fn open(node: NodeIdentity, registry: &Arc<Registry>, limits: Limits, delta: bool) -> Self {
+        let id = registry.open(&node.id, &node.cluster, delta);
+        if let Authenticated::Peer(peer) = &node.peer {
+            registry.set_identity(id, peer.to_string());
+        }
+        Self {
+            node,
+            id,
+            registry: registry.clone(),
+            limits,
+            nonce: 0,
+            unreferenced: BTreeSet::new(),
+        }
+    }
+
     fn next_nonce(&mut self) -> String {
         self.nonce += 1;
         self.nonce.to_string()
     }
 
-    fn record_nack(&self, t: &str, version: &str, detail: String) {
+    /// Whether `nonce` names a response this stream sent.
+    fn sent_nonce(&self, nonce: &str) -> bool {
+        nonce
+            .parse::<u64>()
+            .is_ok_and(|n| n >= 1 && n <= self.nonce)
+    }
+
+    /// Fails when a client-controlled set grew past the per-type limit.
+    fn check_names(&self, t: &str, count: usize) -> Result<(), Status> {
+        if count <= self.limits.max_names_per_type {
+            return Ok(());
+        }
+        warn!(
+            node = %self.node.id,
+            xds_type = type_url::short(t),
+            names = count,
+            max = self.limits.max_names_per_type,
+            "ending an ADS stream: too many subscribed resource names"
+        );
+        Err(Status::resource_exhausted(format!(
+            "more than {} resource names subscribed for {}",
+            self.limits.max_names_per_type,
+            type_url::short(t)
+        )))
+    }
+
+    fn record_nack(&self, t: &str, version: &str, detail: &str) {
+        let detail = nack_text(t, detail, self.limits.max_nack_text_bytes);
         log_nack(&self.node, t, version, &detail);
         self.registry.nacks_total.fetch_add(1, Ordering::Relaxed);
         self.registry.update(self.id, type_url::short(t), |s| {
             s.nacks += 1;
             s.last_nack = Some(detail);
         });
+    }
+
+    /// Records a version the node says it holds (client text: bounded before it is shown).
+    fn record_acked(&self, t: &str, version: &str) {
+        let version = bounded_text(version, MAX_SHOWN_VERSION);
+        self.registry
+            .update(self.id, type_url::short(t), |s| s.acked = version);
     }
 
     /// Counts each credential name the node asked for without its gateway referencing it,
@@ -246,18 +375,41 @@ impl StreamState {
     }
 }
 
+/// Tessera's versions and nonces are short; longer client text is cut before it is shown.
+const MAX_SHOWN_VERSION: usize = 64;
+
 /// Serves one ADS stream until either side closes it.
 async fn run<P, S>(mut requests: S, out: mpsc::Sender<Result<P::Resp, Status>>, mut ctx: StreamCtx)
 where
     P: Protocol,
     S: Stream<Item = Result<P::Req, Status>> + Unpin,
 {
-    let Some(Ok(first)) = requests.next().await else {
-        return;
+    let first = match tokio::time::timeout(ctx.limits.first_request_timeout, requests.next()).await
+    {
+        Ok(Some(Ok(first))) => first,
+        Ok(_) => return,
+        Err(_) => {
+            warn!(
+                timeout = ?ctx.limits.first_request_timeout,
+                delta = P::DELTA,
+                "ending an ADS stream: no first request in time"
+            );
+            let _ = out
+                .send(Err(Status::deadline_exceeded(
+                    "no discovery request arrived in time",
+                )))
+                .await;
+            return;
+        }
     };
-    let node = match identity(P::node(&first), &ctx.peer) {
-        Ok(n) => n,
+    let node = match identity(P::node(&first), &ctx.peer, &ctx.limits) {
+        Ok(node) => node,
         Err(status) => {
+            warn!(
+                delta = P::DELTA,
+                error = status.message(),
+                "refused an ADS stream"
+            );
             let _ = out.send(Err(status)).await;
             return;
         }
@@ -267,50 +419,34 @@ where
         let _ = out.send(Err(status)).await;
         return;
     }
-    let id = ctx.registry.open(&node.id, &node.cluster, P::DELTA);
-    if let Authenticated::Peer(peer) = &node.peer {
-        ctx.registry.set_identity(id, peer.to_string());
-    }
-    info!(node = %node.id, node_cluster = %node.cluster, delta = P::DELTA, "ADS stream opened");
-    let mut stream = StreamState {
-        node,
-        id,
-        registry: ctx.registry.clone(),
-        nonce: 0,
-        unreferenced: BTreeSet::new(),
-    };
+    let mut stream = StreamState::open(node, &ctx.registry, ctx.limits, P::DELTA);
+    info!(node = %stream.node.id, node_cluster = %stream.node.cluster, delta = P::DELTA, "ADS stream opened");
     let mut types: HashMap<&'static str, P::TypeState> = HashMap::new();
     let mut event = Event::Request(first);
     'stream: loop {
-        let to_push: Vec<&'static str> = match event {
-            Event::Request(req) => P::handle(&stream, &mut types, req).into_iter().collect(),
-            // Push order matters: credentials with their clusters, listeners before routes.
-            Event::Changed => type_url::ALL
-                .into_iter()
-                .filter(|t| types.contains_key(t))
-                .collect(),
-            Event::Closed => break,
-        };
+        if let Event::Closed = event {
+            break;
+        }
         let snapshot = ctx.cache.borrow().clone();
         // A configuration change can take a gateway away from an identity mid-stream.
         if let Some(status) = refusal(&snapshot, &stream.node, &ctx.registry) {
             let _ = out.send(Err(status)).await;
             break;
         }
-        // Not answering beats an answer with less than the node holds (see `State::complete`).
-        let to_push = if snapshot.answers(&stream.node) {
-            to_push
-        } else {
-            Vec::new()
-        };
-        for t in to_push {
-            let Some(state) = types.get_mut(t) else {
-                continue;
-            };
-            if let Some(resp) = P::build(&mut stream, state, &snapshot, t)
-                && out.send(Ok(resp)).await.is_err()
-            {
-                break 'stream;
+        // Not answering beats an answer with less than the node holds (see `State::complete`):
+        // requests are still taken in (subscriptions, ACKs), nothing is built or sent.
+        let answer = snapshot.answers(&stream.node);
+        match step::<P>(&mut stream, &mut types, event, &snapshot, answer) {
+            Ok(responses) => {
+                for resp in responses {
+                    if out.send(Ok(resp)).await.is_err() {
+                        break 'stream;
+                    }
+                }
+            }
+            Err(status) => {
+                let _ = out.send(Err(status)).await;
+                break;
             }
         }
         event = next_event(&mut requests, &mut ctx.cache).await;
@@ -348,6 +484,38 @@ fn refusal(snapshot: &State, node: &NodeIdentity, registry: &Registry) -> Option
     )))
 }
 
+/// What one event makes a stream send: the responses that bring the node up to date, or the
+/// status that ends the stream. Synchronous and free of I/O, so it can be fuzzed.
+fn step<P: Protocol>(
+    stream: &mut StreamState,
+    types: &mut HashMap<&'static str, P::TypeState>,
+    event: Event<P::Req>,
+    snapshot: &State,
+    answer: bool,
+) -> Result<Vec<P::Resp>, Status> {
+    let to_push: Vec<&'static str> = match event {
+        Event::Request(req) => P::handle(stream, types, req)?.into_iter().collect(),
+        // Push order matters: credentials with their clusters, listeners before routes.
+        Event::Changed => type_url::ALL
+            .into_iter()
+            .filter(|t| types.contains_key(t))
+            .collect(),
+        Event::Closed => Vec::new(),
+    };
+    let mut responses = Vec::new();
+    if !answer {
+        return Ok(responses);
+    }
+    for t in to_push {
+        if let Some(state) = types.get_mut(t)
+            && let Some(resp) = P::build(stream, state, snapshot, t)
+        {
+            responses.push(resp);
+        }
+    }
+    Ok(responses)
+}
+
 // === State of the World ===
 
 /// Serves one SotW ADS stream until either side closes it.
@@ -366,6 +534,9 @@ struct Sotw;
 #[derive(Default)]
 struct SotwType {
     names: BTreeSet<String>,
+    /// Names the latest requests added: answered even when the version did not change,
+    /// because Envoy keeps nothing for a name it stopped watching.
+    added: BTreeSet<String>,
     sent_version: Option<String>,
     sent_nonce: String,
 }
@@ -384,40 +555,45 @@ impl Protocol for Sotw {
         stream: &StreamState,
         types: &mut HashMap<&'static str, SotwType>,
         req: DiscoveryRequest,
-    ) -> Option<&'static str> {
-        let t = known_type(&req.type_url)?;
-        let short = type_url::short(t);
+    ) -> Result<Option<&'static str>, Status> {
+        let Some(t) = known_type(&req.type_url) else {
+            return Ok(None);
+        };
         stream
             .registry
-            .update(stream.id, short, |s| s.requests += 1);
+            .update(stream.id, type_url::short(t), |s| s.requests += 1);
+        let names: BTreeSet<String> = req.resource_names.into_iter().collect();
+        stream.check_names(t, names.len())?;
         let state = types.entry(t).or_default();
-        if req.response_nonce.is_empty() {
+        let fresh = state.sent_nonce.is_empty();
+        let added: Vec<String> = names.difference(&state.names).cloned().collect();
+        state.names = names;
+        if fresh && req.response_nonce.is_empty() {
             // A new subscription, or a reconnect: Envoy names the version it already holds,
             // and if that is still current nothing is resent (no churn after a restart).
-            state.names = req.resource_names.into_iter().collect();
             if !req.version_info.is_empty() {
-                state.sent_version = Some(req.version_info.clone());
-                stream
-                    .registry
-                    .update(stream.id, short, |s| s.acked = req.version_info);
+                stream.record_acked(t, &req.version_info);
+                state.sent_version = Some(req.version_info);
             }
-            return Some(t);
+            return Ok(Some(t));
+        }
+        if !type_url::is_wildcard(t) {
+            // A wildcard type's answer does not depend on the names asked for.
+            state.added.extend(added);
         }
         if req.response_nonce != state.sent_nonce {
-            // Superseded by a response Envoy has not seen yet; its answer to that one follows.
-            return None;
+            // It crossed a response Envoy has not seen yet; Envoy answers that one next. A name
+            // it newly watches is answered now all the same (see `added`).
+            return Ok((!state.added.is_empty()).then_some(t));
         }
-        state.names = req.resource_names.into_iter().collect();
         match req.error_detail {
             Some(detail) => {
                 let version = state.sent_version.clone().unwrap_or_default();
-                stream.record_nack(t, &version, detail.message);
+                stream.record_nack(t, &version, &detail.message);
             }
-            None => stream
-                .registry
-                .update(stream.id, short, |s| s.acked = req.version_info),
+            None => stream.record_acked(t, &req.version_info),
         }
-        Some(t)
+        Ok(Some(t))
     }
 
     fn build(
@@ -427,13 +603,17 @@ impl Protocol for Sotw {
         t: &'static str,
     ) -> Option<DiscoveryResponse> {
         stream.note_unreferenced(snapshot, t, &state.names);
+        // Every requested name of the type, not only what changed: Envoy's unified mux NACKs
+        // a SotW SDS or ECDS response that leaves one out.
         let visible = snapshot.visible(&stream.node, t, &state.names);
+        let added = std::mem::take(&mut state.added);
         if visible.is_empty() && !type_url::is_wildcard(t) && state.sent_version.is_none() {
             // Nothing to say yet about named resources; Envoy keeps waiting for them.
             return None;
         }
         let version = set_version(&visible);
-        if state.sent_version.as_deref() == Some(version.as_str()) {
+        let newly_watched = visible.iter().any(|r| added.contains(&r.name));
+        if state.sent_version.as_deref() == Some(version.as_str()) && !newly_watched {
             return None;
         }
         let nonce = stream.next_nonce();
@@ -472,6 +652,9 @@ struct DeltaType {
     subscribed: BTreeSet<String>,
     /// What the node holds (or was last sent), name → version.
     known: HashMap<String, String>,
+    /// Whether this type needs no first answer: a new node's wildcard subscription is
+    /// answered once, even with nothing, or Envoy never finishes initializing.
+    answered: bool,
 }
 
 impl Protocol for Delta {
@@ -488,17 +671,22 @@ impl Protocol for Delta {
         stream: &StreamState,
         types: &mut HashMap<&'static str, DeltaType>,
         req: DeltaDiscoveryRequest,
-    ) -> Option<&'static str> {
-        let t = known_type(&req.type_url)?;
+    ) -> Result<Option<&'static str>, Status> {
+        let Some(t) = known_type(&req.type_url) else {
+            return Ok(None);
+        };
         let short = type_url::short(t);
         stream
             .registry
             .update(stream.id, short, |s| s.requests += 1);
+        stream.check_names(t, req.initial_resource_versions.len())?;
         let state = types.entry(t).or_insert_with(|| DeltaType {
             // Legacy wildcard: the first request of a wildcard type with no names.
             wildcard: type_url::is_wildcard(t) && req.resource_names_subscribe.is_empty(),
+            // A node that holds resources is past initializing: it needs no empty answer.
+            answered: !req.initial_resource_versions.is_empty(),
             // What a reconnecting node already holds is not sent again.
-            known: req.initial_resource_versions.clone(),
+            known: req.initial_resource_versions,
             ..Default::default()
         });
         for name in req.resource_names_subscribe {
@@ -506,6 +694,8 @@ impl Protocol for Delta {
                 state.wildcard = true;
             } else {
                 state.subscribed.insert(name);
+                // Checked per name so a huge request never grows the set past the limit.
+                stream.check_names(t, state.subscribed.len())?;
             }
         }
         for name in req.resource_names_unsubscribe {
@@ -516,15 +706,13 @@ impl Protocol for Delta {
                 state.known.remove(&name);
             }
         }
-        if !req.response_nonce.is_empty() {
+        if stream.sent_nonce(&req.response_nonce) {
             match req.error_detail {
-                Some(detail) => stream.record_nack(t, &req.response_nonce, detail.message),
-                None => stream
-                    .registry
-                    .update(stream.id, short, |s| s.acked = req.response_nonce),
+                Some(detail) => stream.record_nack(t, &req.response_nonce, &detail.message),
+                None => stream.record_acked(t, &req.response_nonce),
             }
         }
-        Some(t)
+        Ok(Some(t))
     }
 
     fn build(
@@ -555,9 +743,11 @@ impl Protocol for Delta {
                 .collect()
         };
         removed.sort();
-        if changed.is_empty() && removed.is_empty() {
+        let first_wildcard_answer = state.wildcard && !state.answered;
+        if changed.is_empty() && removed.is_empty() && !first_wildcard_answer {
             return None;
         }
+        state.answered = true;
         for r in &changed {
             state.known.insert(r.name.clone(), r.version.clone());
         }
@@ -592,6 +782,8 @@ impl Protocol for Delta {
     }
 }
 
+#[cfg(test)]
+mod ads_fuzz;
 #[cfg(test)]
 mod identity_tests;
 #[cfg(test)]

@@ -23,7 +23,8 @@ pub struct TypeStatus {
     /// Requests received for this type (ACKs, NACKs and subscriptions).
     pub requests: u64,
     pub nacks: u64,
-    /// Envoy's error detail for the most recent NACK.
+    /// The most recent NACK's error detail as made safe by [`super::limits::nack_text`]:
+    /// withheld for credential-bearing types (it may echo the secret), else cut and escaped.
     pub last_nack: Option<String>,
 }
 

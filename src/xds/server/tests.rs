@@ -48,6 +48,16 @@ impl<Req, Resp> Harness<Req, Resp> {
             .expect("not an error")
     }
 
+    async fn error(&mut self) -> Status {
+        match tokio::time::timeout(Duration::from_secs(2), self.resp.recv()).await {
+            Ok(Some(Err(status))) => status,
+            other => panic!(
+                "expected an error status, got {:?}",
+                other.map(|o| o.map(|r| r.is_ok()))
+            ),
+        }
+    }
+
     async fn nothing(&mut self) {
         // Nothing may arrive; a short wait is the only way to observe an absence.
         let r = tokio::time::timeout(Duration::from_millis(100), self.resp.recv()).await;
@@ -56,10 +66,17 @@ impl<Req, Resp> Harness<Req, Resp> {
 }
 
 fn sotw(cache: &Cache) -> (Harness<DiscoveryRequest, DiscoveryResponse>, Arc<Registry>) {
+    sotw_limited(cache, Limits::default())
+}
+
+fn sotw_limited(
+    cache: &Cache,
+    limits: Limits,
+) -> (Harness<DiscoveryRequest, DiscoveryResponse>, Arc<Registry>) {
     let (req_tx, req_rx) = mpsc::unbounded_channel();
     let (resp_tx, resp_rx) = mpsc::channel(16);
     let registry = Arc::new(Registry::default());
-    let ctx = StreamCtx::new(cache, &registry);
+    let ctx = StreamCtx::new(cache, &registry).with_limits(limits);
     tokio::spawn(run_sotw(
         tokio_stream::wrappers::UnboundedReceiverStream::new(req_rx),
         resp_tx,
@@ -75,10 +92,17 @@ fn sotw(cache: &Cache) -> (Harness<DiscoveryRequest, DiscoveryResponse>, Arc<Reg
 }
 
 fn delta(cache: &Cache) -> Harness<DeltaDiscoveryRequest, DeltaDiscoveryResponse> {
+    delta_limited(cache, Limits::default())
+}
+
+fn delta_limited(
+    cache: &Cache,
+    limits: Limits,
+) -> Harness<DeltaDiscoveryRequest, DeltaDiscoveryResponse> {
     let (req_tx, req_rx) = mpsc::unbounded_channel();
     let (resp_tx, resp_rx) = mpsc::channel(16);
     let registry = Arc::new(Registry::default());
-    let ctx = StreamCtx::new(cache, &registry);
+    let ctx = StreamCtx::new(cache, &registry).with_limits(limits);
     tokio::spawn(run_delta(
         tokio_stream::wrappers::UnboundedReceiverStream::new(req_rx),
         resp_tx,
@@ -315,4 +339,383 @@ async fn a_node_whose_gateway_is_missing_from_an_incomplete_configuration_gets_n
     cache.publish(HashMap::new(), []);
     assert!(s.next().await.resources.is_empty());
     assert_eq!(d.next().await.removed_resources, ["backend/a"]);
+}
+
+fn names_of(resp: &DiscoveryResponse) -> Vec<String> {
+    resp.resources
+        .iter()
+        .map(|a| Secret::decode(a.value.as_slice()).unwrap().name)
+        .collect()
+}
+
+fn two_secrets(cache: &Cache) {
+    cache.publish(
+        gateway(
+            &["backend/a", "backend/b"],
+            &["credential/a", "credential/b"],
+        ),
+        [secret("credential/a", "ka1"), secret("credential/b", "kb1")],
+    );
+}
+
+/// Research Q2.4: a cluster removed and re-added asks for its secret again; Envoy keeps
+/// nothing for it, so it must be sent even though Tessera's view did not change.
+#[tokio::test]
+async fn sotw_answers_a_name_watched_again() {
+    let cache = Cache::new();
+    two_secrets(&cache);
+    let (mut h, _) = sotw(&cache);
+    let both = ["credential/a", "credential/b"];
+    h.req
+        .send(Ok(sotw_req(type_url::SECRET, &both, "", "")))
+        .unwrap();
+    let first = h.next().await;
+    assert_eq!(names_of(&first), both);
+    h.req
+        .send(Ok(sotw_req(
+            type_url::SECRET,
+            &both,
+            &first.version_info,
+            &first.nonce,
+        )))
+        .unwrap();
+    h.nothing().await;
+    // backend/b is removed: Envoy unwatches credential/b and Tessera answers with the rest.
+    h.req
+        .send(Ok(sotw_req(
+            type_url::SECRET,
+            &["credential/a"],
+            &first.version_info,
+            &first.nonce,
+        )))
+        .unwrap();
+    let only_a = h.next().await;
+    assert_eq!(names_of(&only_a), ["credential/a"]);
+    // Re-added before Envoy processed that answer: the request carries the old nonce and
+    // version, and the answer to it must carry credential/b without waiting for an ACK.
+    h.req
+        .send(Ok(sotw_req(
+            type_url::SECRET,
+            &both,
+            &first.version_info,
+            &first.nonce,
+        )))
+        .unwrap();
+    let again = h.next().await;
+    assert_eq!(names_of(&again), both);
+    assert_ne!(again.nonce, only_a.nonce);
+}
+
+/// The same, for a reconnected stream whose first request claimed the current version: the
+/// request that watches a name again carries an empty nonce and that same version.
+#[tokio::test]
+async fn sotw_answers_a_name_watched_again_after_a_reconnect() {
+    let cache = Cache::new();
+    two_secrets(&cache);
+    let both = ["credential/a", "credential/b"];
+    let (mut h, _) = sotw(&cache);
+    h.req
+        .send(Ok(sotw_req(type_url::SECRET, &both, "", "")))
+        .unwrap();
+    let held = h.next().await.version_info;
+    drop(h);
+    let (mut h, _) = sotw(&cache);
+    h.req
+        .send(Ok(sotw_req(type_url::SECRET, &both, &held, "")))
+        .unwrap();
+    h.nothing().await;
+    h.req
+        .send(Ok(sotw_req(type_url::SECRET, &["credential/a"], &held, "")))
+        .unwrap();
+    assert_eq!(names_of(&h.next().await), ["credential/a"]);
+    h.req
+        .send(Ok(sotw_req(type_url::SECRET, &both, &held, "")))
+        .unwrap();
+    assert_eq!(names_of(&h.next().await), both);
+}
+
+/// Research Q2.3: under Envoy's unified mux a SotW SDS response that leaves out a watched
+/// secret is NACKed, so a rotation of one secret still carries every requested one.
+#[tokio::test]
+async fn sotw_credential_responses_carry_every_requested_name() {
+    let cache = Cache::new();
+    two_secrets(&cache);
+    let (mut h, _) = sotw(&cache);
+    let both = ["credential/a", "credential/b"];
+    h.req
+        .send(Ok(sotw_req(type_url::SECRET, &both, "", "")))
+        .unwrap();
+    let first = h.next().await;
+    h.req
+        .send(Ok(sotw_req(
+            type_url::SECRET,
+            &both,
+            &first.version_info,
+            &first.nonce,
+        )))
+        .unwrap();
+    cache.set_credentials([secret("credential/a", "ka2")]);
+    let rotated = h.next().await;
+    assert_eq!(names_of(&rotated), both);
+    let a = Secret::decode(rotated.resources[0].value.as_slice()).unwrap();
+    assert_ne!(
+        Resource::new("credential/a", &a).version,
+        secret("credential/a", "ka1").version,
+        "the rotated value"
+    );
+}
+
+/// Research: a Delta Envoy whose gateway has no clusters or listeners still needs an answer
+/// to its wildcard CDS and LDS subscriptions to finish initializing.
+#[tokio::test]
+async fn delta_answers_an_empty_wildcard_once() {
+    let cache = Cache::new();
+    cache.publish(gateway(&[], &[]), []);
+    let mut h = delta(&cache);
+    for t in [type_url::CLUSTER, type_url::LISTENER] {
+        h.req
+            .send(Ok(DeltaDiscoveryRequest {
+                node: node(),
+                type_url: t.into(),
+                ..Default::default()
+            }))
+            .unwrap();
+        let r = h.next().await;
+        assert_eq!(r.type_url, t);
+        assert!(r.resources.is_empty() && r.removed_resources.is_empty());
+        // The ACK gets nothing more.
+        h.req
+            .send(Ok(DeltaDiscoveryRequest {
+                type_url: t.into(),
+                response_nonce: r.nonce,
+                ..Default::default()
+            }))
+            .unwrap();
+        h.nothing().await;
+    }
+    // A reconnecting node that holds resources is past initializing: no empty answer (no
+    // churn after a restart).
+    cache.publish(gateway(&["backend/a"], &[]), []);
+    let mut back = delta(&cache);
+    back.req
+        .send(Ok(DeltaDiscoveryRequest {
+            node: node(),
+            type_url: type_url::CLUSTER.into(),
+            initial_resource_versions: [(
+                "backend/a".to_string(),
+                cluster("backend/a").version.clone(),
+            )]
+            .into(),
+            ..Default::default()
+        }))
+        .unwrap();
+    back.nothing().await;
+    // A node of a gateway that does not exist (yet) is answered the same way.
+    let mut stranger = delta(&cache);
+    let mut req = DeltaDiscoveryRequest {
+        node: node(),
+        type_url: type_url::CLUSTER.into(),
+        ..Default::default()
+    };
+    req.node.as_mut().unwrap().cluster = "nobody".into();
+    stranger.req.send(Ok(req)).unwrap();
+    assert!(stranger.next().await.resources.is_empty());
+}
+
+fn small_limits() -> Limits {
+    Limits {
+        max_names_per_type: 3,
+        max_node_field_bytes: 16,
+        ..Limits::default()
+    }
+}
+
+#[tokio::test]
+async fn too_many_names_end_only_that_stream() {
+    let cache = Cache::new();
+    two_secrets(&cache);
+    let (mut calm, _) = sotw_limited(&cache, small_limits());
+    calm.req
+        .send(Ok(sotw_req(type_url::SECRET, &["credential/a"], "", "")))
+        .unwrap();
+    calm.next().await;
+
+    let (mut greedy, registry) = sotw_limited(&cache, small_limits());
+    greedy
+        .req
+        .send(Ok(sotw_req(
+            type_url::SECRET,
+            &["a", "b", "c", "d"],
+            "",
+            "",
+        )))
+        .unwrap();
+    let status = greedy.error().await;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(registry.streams.is_empty(), "the stream is gone");
+
+    let mut greedy = delta_limited(&cache, small_limits());
+    for name in ["a", "b", "c", "d"] {
+        greedy
+            .req
+            .send(Ok(DeltaDiscoveryRequest {
+                node: node(),
+                type_url: type_url::ROUTE.into(),
+                resource_names_subscribe: vec![name.into()],
+                ..Default::default()
+            }))
+            .unwrap();
+    }
+    assert_eq!(greedy.error().await.code(), tonic::Code::ResourceExhausted);
+
+    // The calm stream still gets its rotation.
+    cache.set_credentials([secret("credential/a", "ka2")]);
+    assert_eq!(names_of(&calm.next().await), ["credential/a"]);
+}
+
+#[tokio::test]
+async fn oversized_or_unprintable_node_is_refused() {
+    let cache = Cache::new();
+    cache.publish(gateway(&["backend/a"], &[]), []);
+    for (id, cluster) in [
+        ("n".repeat(17), "gw".to_string()),
+        ("n1".into(), "g\nw".into()),
+    ] {
+        let (mut h, registry) = sotw_limited(&cache, small_limits());
+        let mut req = sotw_req(type_url::CLUSTER, &[], "", "");
+        req.node = Some(Node {
+            id: id.clone(),
+            cluster,
+            ..Default::default()
+        });
+        h.req.send(Ok(req)).unwrap();
+        assert_eq!(h.error().await.code(), tonic::Code::InvalidArgument);
+        assert!(registry.streams.is_empty());
+    }
+    let (mut ok, _) = sotw_limited(&cache, small_limits());
+    ok.req
+        .send(Ok(sotw_req(type_url::CLUSTER, &[], "", "")))
+        .unwrap();
+    ok.next().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_stream_ends_after_the_first_request_timeout() {
+    let cache = Cache::new();
+    cache.publish(gateway(&["backend/a"], &[]), []);
+    let limits = Limits {
+        first_request_timeout: Duration::from_secs(15),
+        ..Limits::default()
+    };
+    let (mut silent, _) = sotw_limited(&cache, limits);
+    let (mut talking, _) = sotw_limited(&cache, limits);
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    talking
+        .req
+        .send(Ok(sotw_req(type_url::CLUSTER, &[], "", "")))
+        .unwrap();
+    assert_eq!(talking.next().await.resources.len(), 1);
+    let status = tokio::time::timeout(Duration::from_secs(2), silent.resp.recv())
+        .await
+        .expect("ended by the deadline")
+        .expect("an item")
+        .expect_err("a status");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+    // The talking stream lives on past the deadline.
+    cache.publish(gateway(&["backend/a", "backend/b"], &[]), []);
+    assert_eq!(talking.next().await.resources.len(), 2);
+}
+
+#[tokio::test]
+async fn streams_over_the_total_are_refused_until_one_closes() {
+    let cache = Arc::new(Cache::new());
+    let service = AdsService::with_limits(
+        cache,
+        Arc::new(Registry::default()),
+        Limits {
+            max_streams: 2,
+            ..Limits::default()
+        },
+    );
+    let a = service.admit().unwrap();
+    let _b = service.admit().unwrap();
+    let refused = service.admit().err().expect("a third stream is refused");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    drop(a);
+    assert!(service.admit().is_ok(), "room again once a stream closed");
+}
+
+/// A buffer the tracing subscriber writes into, for reading back what was logged.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_credential_nack_echoing_the_key_is_neither_logged_nor_shown() {
+    let key = "sk-echoed-4f1c9a";
+    let cache = Cache::new();
+    cache.publish(
+        gateway(&["backend/a"], &["credential/a"]),
+        [secret("credential/a", key)],
+    );
+    let registry = Arc::new(Registry::default());
+    let logs = LogBuf::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let mut stream = StreamState::open(
+            identity(
+                node().as_ref(),
+                &Authenticated::Unauthenticated,
+                &Limits::default(),
+            )
+            .unwrap(),
+            &registry,
+            Limits::default(),
+            false,
+        );
+        let mut types = HashMap::new();
+        let snapshot = cache.state();
+        let req = sotw_req(type_url::SECRET, &["credential/a"], "", "");
+        let sent = step::<Sotw>(
+            &mut stream,
+            &mut types,
+            Event::Request(req),
+            &snapshot,
+            true,
+        )
+        .unwrap();
+        let mut nack = sotw_req(type_url::SECRET, &["credential/a"], "", &sent[0].nonce);
+        nack.error_detail = Some(RpcStatus {
+            code: 3,
+            message: format!("Proto constraint validation failed: inline_string: \"{key}\"\n"),
+            ..Default::default()
+        });
+        let resent = step::<Sotw>(
+            &mut stream,
+            &mut types,
+            Event::Request(nack),
+            &snapshot,
+            true,
+        );
+        assert!(resent.unwrap().is_empty(), "a NACKed version is not resent");
+    });
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logged.contains("NACKed"), "the NACK is logged: {logged}");
+    assert!(!logged.contains(key), "{logged}");
+    let shown = serde_json::to_string(&registry.snapshot()).unwrap();
+    assert!(shown.contains("withheld"), "{shown}");
+    assert!(!shown.contains(key), "{shown}");
 }
