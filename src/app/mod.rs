@@ -38,12 +38,14 @@ pub use crate::state::{AppState, ConfigStatus, Metrics};
 use apply::Applier;
 use engine::Engine;
 
-/// Files for serving ADS over mTLS.
+/// Files for serving ADS over TLS.
 #[derive(Debug, Clone)]
 pub struct XdsTls {
     pub cert: PathBuf,
     pub key: PathBuf,
-    pub client_ca: PathBuf,
+    /// CA that client certificates must chain to; None: no client certificate is asked for
+    /// (only with ServiceAccount tokens, which then are the clients' proof).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Options of `tessera serve`.
@@ -56,6 +58,9 @@ pub struct ServeOptions {
     pub admin_address: SocketAddr,
     pub tls: Option<XdsTls>,
     pub insecure_xds: bool,
+    /// `--xds-token-auth` (Kubernetes mode): every xDS stream must carry a ServiceAccount
+    /// token that the API server's TokenReview accepts for audience `tessera`.
+    pub xds_token_auth: bool,
     /// How often every key file is re-read, whatever file events said.
     pub key_reread_interval: Duration,
     /// `--state-dir`: opened (created) at start; see [`crate::state_dir`].
@@ -68,6 +73,23 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot resolve {}", opts.config.display()))?;
     if opts.kubernetes.is_none() && !config.exists() {
         bail!("configuration path {} does not exist", config.display());
+    }
+    if opts.xds_token_auth {
+        if opts.kubernetes.is_none() {
+            bail!(
+                "--xds-token-auth needs --kubernetes: tokens are checked with the API server's TokenReview"
+            );
+        }
+        if opts.tls.is_none() {
+            bail!(
+                "--xds-token-auth needs TLS on the xDS port (--xds-tls-cert and --xds-tls-key): \
+                 a bearer token must not cross the network in the clear, and Envoy sends it only over TLS"
+            );
+        }
+    } else if opts.tls.as_ref().is_some_and(|t| t.client_ca.is_none()) {
+        bail!(
+            "--xds-client-ca is required with --xds-tls-cert unless --xds-token-auth authenticates clients"
+        );
     }
     if opts.tls.is_none() && !opts.xds_address.ip().is_loopback() {
         if !opts.insecure_xds {
@@ -93,11 +115,16 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let (rereads_tx, rereads) = mpsc::unbounded_channel();
     let mut applier = Applier::new(Engine::new(state.clone(), http), key_files_tx);
     let mut tasks = Tasks::default();
+    let mut authenticator = crate::xds::identity::Authenticator::off();
     match &opts.kubernetes {
         Some(kube_opts) => {
             let client = kube::Client::try_default()
                 .await
                 .context("cannot reach Kubernetes (in-cluster config or KUBECONFIG)")?;
+            if opts.xds_token_auth {
+                authenticator =
+                    crate::xds::identity::Authenticator::with_token_review(client.clone());
+            }
             let source = KubeSource::start(&client, kube_opts);
             let (status_tx, status_rx) = watch::channel(Arc::new(Snapshot::default()));
             let leader = Arc::new(AtomicBool::new(false));
@@ -141,7 +168,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     tasks.spawn("key-file watcher", key_watcher.run(key_files, rereads_tx));
     tasks.spawn("applier", applier.run(updates, rereads));
     // The xDS server borrows the options, so it runs in the select below, not as a task.
-    let xds = xds_server(&opts, state.clone()).await?;
+    let xds = xds_server(&opts, state.clone(), Arc::new(authenticator)).await?;
     let admin_listener = tokio::net::TcpListener::bind(opts.admin_address)
         .await
         .with_context(|| format!("cannot bind the admin address {}", opts.admin_address))?;
@@ -210,8 +237,11 @@ impl Tasks {
 async fn xds_server(
     opts: &ServeOptions,
     state: Arc<AppState>,
+    authenticator: Arc<crate::xds::identity::Authenticator>,
 ) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
-    let service = AdsService::new(state.cache.clone(), state.registry.clone());
+    let token_auth = authenticator.client_auth_on();
+    let service = AdsService::new(state.cache.clone(), state.registry.clone())
+        .with_authenticator(authenticator);
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
@@ -219,9 +249,10 @@ async fn xds_server(
         let read =
             |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
         let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
-        let config = ServerTlsConfig::new()
-            .identity(identity)
-            .client_ca_root(Certificate::from_pem(read(&tls.client_ca)?));
+        let mut config = ServerTlsConfig::new().identity(identity);
+        if let Some(client_ca) = &tls.client_ca {
+            config = config.client_ca_root(Certificate::from_pem(read(client_ca)?));
+        }
         builder = builder
             .tls_config(config)
             .context("invalid xDS TLS configuration")?;
@@ -229,7 +260,13 @@ async fn xds_server(
     let listener = tokio::net::TcpListener::bind(opts.xds_address)
         .await
         .with_context(|| format!("cannot bind the xDS address {}", opts.xds_address))?;
-    info!(address = %opts.xds_address, mtls = opts.tls.is_some(), "xDS (ADS) listening");
+    info!(
+        address = %opts.xds_address,
+        tls = opts.tls.is_some(),
+        client_certificates = opts.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        service_account_tokens = token_auth,
+        "xDS (ADS) listening"
+    );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let router = builder.add_service(AggregatedDiscoveryServiceServer::new(service));
     Ok(async move {

@@ -36,7 +36,8 @@ pub enum Authenticated {
 /// Establishes the identity of each new xDS stream.
 #[derive(Debug, Default)]
 pub struct Authenticator {
-    _private: (),
+    /// ServiceAccount tokens on the stream (`serve --xds-token-auth`).
+    token: Option<super::token::TokenAuth>,
 }
 
 impl Authenticator {
@@ -49,9 +50,34 @@ impl Authenticator {
     /// an error refuses the stream.
     pub async fn authenticate(
         &self,
-        _metadata: &tonic::metadata::MetadataMap,
+        metadata: &tonic::metadata::MetadataMap,
         _extensions: &http::Extensions,
     ) -> Result<Authenticated, Status> {
-        Ok(Authenticated::Unauthenticated)
+        let Some(token) = &self.token else {
+            return Ok(Authenticated::Unauthenticated);
+        };
+        let verified = token.authenticate(metadata).await?;
+        Ok(Authenticated::Peer(PeerIdentity {
+            service_account: Some(verified.account),
+            ..PeerIdentity::default()
+        }))
+    }
+
+    /// Every stream must carry a ServiceAccount token the API server's TokenReview accepts
+    /// for audience `tessera` (see [`super::token`]).
+    pub fn with_token_review(client: kube::Client) -> Self {
+        Self::with_tokens(super::token::TokenAuth::new(std::sync::Arc::new(
+            super::token::KubeReviewer::new(client),
+        )))
+    }
+
+    /// Every stream must carry a bearer token that `auth` verifies.
+    pub fn with_tokens(auth: super::token::TokenAuth) -> Self {
+        Self { token: Some(auth) }
+    }
+
+    /// Whether streams must prove who they are.
+    pub fn client_auth_on(&self) -> bool {
+        self.token.is_some()
     }
 }

@@ -5,6 +5,7 @@ pub mod identity;
 pub mod resource;
 pub mod server;
 pub mod status;
+pub mod token;
 
 pub use cache::{Cache, GatewayConfig, NodeIdentity, State, TypeSet};
 pub use resource::{Resource, type_url};

@@ -5,6 +5,7 @@
 //! over the request stream and write to a channel, so they are testable without a socket.
 
 use super::cache::{Cache, NodeIdentity, State};
+use super::identity::{Authenticated, Authenticator};
 use super::resource::{Resource, set_version, type_url};
 use super::status::Registry;
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -26,12 +27,44 @@ use tracing::{debug, info, warn};
 pub struct AdsService {
     cache: Arc<Cache>,
     registry: Arc<Registry>,
+    authenticator: Arc<Authenticator>,
 }
 
 impl AdsService {
     /// A service serving from `cache`, reporting into `registry`.
     pub fn new(cache: Arc<Cache>, registry: Arc<Registry>) -> Self {
-        Self { cache, registry }
+        Self {
+            cache,
+            registry,
+            authenticator: Arc::new(Authenticator::off()),
+        }
+    }
+
+    /// Establishes each stream's identity with `authenticator` before serving it.
+    pub fn with_authenticator(mut self, authenticator: Arc<Authenticator>) -> Self {
+        self.authenticator = authenticator;
+        self
+    }
+
+    /// Refuses a stream whose client does not prove who it is (logged without credentials).
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Authenticated, Status> {
+        let outcome = self
+            .authenticator
+            .authenticate(request.metadata(), request.extensions())
+            .await;
+        let peer = request.remote_addr();
+        match &outcome {
+            Ok(Authenticated::Peer(identity)) => {
+                if let Some(sa) = &identity.service_account {
+                    info!(?peer, service_account = %format!("{}/{}", sa.namespace, sa.name), "xDS stream authenticated");
+                }
+            }
+            Ok(Authenticated::Unauthenticated) => {}
+            Err(status) => {
+                warn!(?peer, code = ?status.code(), reason = status.message(), "xDS stream refused")
+            }
+        }
+        outcome
     }
 }
 
@@ -47,6 +80,7 @@ impl AggregatedDiscoveryService for AdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        self.authenticate(&request).await?;
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         let ctx = StreamCtx::new(&self.cache, &self.registry);
         tokio::spawn(run_sotw(request.into_inner(), tx, ctx));
@@ -57,6 +91,7 @@ impl AggregatedDiscoveryService for AdsService {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        self.authenticate(&request).await?;
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         let ctx = StreamCtx::new(&self.cache, &self.registry);
         tokio::spawn(run_delta(request.into_inner(), tx, ctx));
