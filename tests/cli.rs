@@ -484,7 +484,10 @@ fn bootstrap_with_a_token_file_is_accepted_by_envoy() {
 fn bootstrap_refuses_to_send_a_token_in_the_clear() {
     let dir = tempfile::tempdir().unwrap();
     let args = ["bootstrap", "--node-id", "n", "--node-cluster", "c"];
-    let out = tessera_in(dir.path(), args.iter().chain(&["--xds-token-file", "token"]));
+    let out = tessera_in(
+        dir.path(),
+        args.iter().chain(&["--xds-token-file", "token"]),
+    );
     let stderr = text(&out.stderr);
     assert!(!out.status.success(), "{}", text(&out.stdout));
     assert!(stderr.contains("--xds-tls-ca"), "{stderr}");
@@ -502,7 +505,11 @@ fn serve_token_auth_needs_kubernetes_and_tls() {
     };
     let out = serve(&["--xds-token-auth"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("--kubernetes"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--kubernetes"),
+        "{}",
+        text(&out.stderr)
+    );
     // Refused before any connection to Kubernetes is tried.
     let out = serve(&["--kubernetes", "--xds-token-auth"]);
     let stderr = text(&out.stderr);

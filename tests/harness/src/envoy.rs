@@ -99,6 +99,24 @@ impl Envoy {
         listener_port: u16,
         opts: EnvoyOptions<'_>,
     ) -> Self {
+        let envoy = Self::spawn(binary, dir, xds_port, listener_port, opts);
+        wait_ok(
+            "envoy /ready",
+            &format!("http://127.0.0.1:{}/ready", envoy.admin_port),
+        )
+        .await;
+        envoy
+    }
+
+    /// Like [`Envoy::start`], without waiting for readiness: for an Envoy that Tessera is
+    /// expected to refuse.
+    pub fn spawn(
+        binary: &Path,
+        dir: &Path,
+        xds_port: u16,
+        listener_port: u16,
+        opts: EnvoyOptions<'_>,
+    ) -> Self {
         let admin_port = port();
         let mut args = vec![
             "bootstrap".to_string(),
@@ -134,18 +152,12 @@ impl Envoy {
             .arg(&log)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let envoy = Envoy {
+        Envoy {
             _proc: Proc::spawn(&mut cmd, "envoy"),
             admin_port,
             listener_port,
             log,
-        };
-        wait_ok(
-            "envoy /ready",
-            &format!("http://127.0.0.1:{admin_port}/ready"),
-        )
-        .await;
-        envoy
+        }
     }
 
     /// `path` on the gateway listener.
