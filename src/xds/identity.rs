@@ -21,6 +21,9 @@ pub struct PeerIdentity {
     pub dns_names: Vec<String>,
     /// The ServiceAccount of a bearer token the API server's TokenReview accepted.
     pub service_account: Option<ServiceAccountRef>,
+    /// When the proof stops being valid (a token's `exp`): the stream is closed before, and
+    /// Envoy reconnects with a fresh proof.
+    pub expires: Option<std::time::SystemTime>,
 }
 
 /// The outcome of authenticating a new stream.
@@ -59,6 +62,7 @@ impl Authenticator {
         let verified = token.authenticate(metadata).await?;
         Ok(Authenticated::Peer(PeerIdentity {
             service_account: Some(verified.account),
+            expires: verified.expires,
             ..PeerIdentity::default()
         }))
     }

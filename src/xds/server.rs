@@ -5,9 +5,10 @@
 //! over the request stream and write to a channel, so they are testable without a socket.
 
 use super::cache::{Cache, NodeIdentity, State};
-use super::identity::{Authenticated, Authenticator};
+use super::identity::{Authenticated, Authenticator, PeerIdentity};
 use super::resource::{Resource, set_version, type_url};
 use super::status::Registry;
+use super::token::{UntilReauth, stream_lifetime};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
@@ -73,29 +74,52 @@ const OUT_BUFFER: usize = 4;
 
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for AdsService {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+    type StreamAggregatedResourcesStream =
+        UntilReauth<ReceiverStream<Result<DiscoveryResponse, Status>>>;
+    type DeltaAggregatedResourcesStream =
+        UntilReauth<ReceiverStream<Result<DeltaDiscoveryResponse, Status>>>;
 
     async fn stream_aggregated_resources(
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        self.authenticate(&request).await?;
+        let lifetime = lifetime(&self.authenticate(&request).await?);
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         let ctx = StreamCtx::new(&self.cache, &self.registry);
         tokio::spawn(run_sotw(request.into_inner(), tx, ctx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(UntilReauth::new(
+            ReceiverStream::new(rx),
+            lifetime,
+        )))
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        self.authenticate(&request).await?;
+        let lifetime = lifetime(&self.authenticate(&request).await?);
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         let ctx = StreamCtx::new(&self.cache, &self.registry);
         tokio::spawn(run_delta(request.into_inner(), tx, ctx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(UntilReauth::new(
+            ReceiverStream::new(rx),
+            lifetime,
+        )))
+    }
+}
+
+/// How long a stream may be served on the proof it started with; None: for as long as it lasts.
+fn lifetime(auth: &Authenticated) -> Option<std::time::Duration> {
+    match auth {
+        Authenticated::Peer(PeerIdentity {
+            expires: Some(expires),
+            ..
+        }) => Some(stream_lifetime(
+            *expires,
+            std::time::SystemTime::now(),
+            fastrand::f64(),
+        )),
+        _ => None,
     }
 }
 

@@ -336,5 +336,61 @@ pub fn check_namespace(
     })
 }
 
+/// How long before a token's expiry its stream is closed, so Envoy reconnects with the token
+/// the kubelet has rotated in by then (it rewrites a projected token at 80 % of its lifetime,
+/// at the latest 2 minutes before expiry of the shortest, 10-minute, token).
+pub const REAUTH_BEFORE_EXPIRY: Duration = Duration::from_secs(60);
+/// A stream whose token expires sooner than this is still served this long first.
+const MIN_STREAM_LIFE: Duration = Duration::from_secs(5);
+
+/// How long a stream authenticated by a token expiring at `expires` may stay open: until
+/// [`REAUTH_BEFORE_EXPIRY`] before it, less a jitter of up to a tenth of that time (at most
+/// 30 s) so that Envoys given tokens at the same moment do not all reconnect at once. `jitter`
+/// is in [0, 1).
+pub fn stream_lifetime(expires: SystemTime, now: SystemTime, jitter: f64) -> Duration {
+    let until = expires
+        .checked_sub(REAUTH_BEFORE_EXPIRY)
+        .and_then(|t| t.duration_since(now).ok())
+        .unwrap_or_default();
+    let spread = (until / 10).min(Duration::from_secs(30));
+    until
+        .saturating_sub(spread.mul_f64(jitter.clamp(0.0, 1.0)))
+        .max(MIN_STREAM_LIFE)
+}
+
+/// A response stream that ends (gRPC status OK) once its deadline passes. Envoy then opens a
+/// new stream at once, keeping all its configuration, and presents its current token, which
+/// is reviewed again: a stream is never served longer than the proof it started with.
+pub struct UntilReauth<S> {
+    inner: S,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> UntilReauth<S> {
+    /// Ends `inner` after `lifetime`; None: never.
+    pub fn new(inner: S, lifetime: Option<Duration>) -> Self {
+        Self {
+            inner,
+            deadline: lifetime.map(|d| Box::pin(tokio::time::sleep(d))),
+        }
+    }
+}
+
+impl<S: futures::Stream + Unpin> futures::Stream for UntilReauth<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        if let Some(deadline) = self.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return std::task::Poll::Ready(None);
+        }
+        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -218,3 +218,53 @@ fn a_gateway_may_only_list_accounts_of_its_namespace_unless_allowed() {
     assert!(message.contains("\"payments\""), "{message}");
     assert_eq!(check_namespace("payments", &other, true), Ok(()));
 }
+
+#[test]
+fn a_stream_lives_until_a_minute_before_expiry_less_jitter() {
+    let now = at(NOW);
+    let ten_minutes = at(NOW + 600);
+    assert_eq!(
+        stream_lifetime(ten_minutes, now, 0.0),
+        Duration::from_secs(540)
+    );
+    // Spread over a tenth of the remaining time, at most 30 s.
+    assert_eq!(
+        stream_lifetime(at(NOW + 160), now, 0.5),
+        Duration::from_secs(100 - 5)
+    );
+    assert_eq!(
+        stream_lifetime(ten_minutes, now, 0.5),
+        Duration::from_secs(540 - 15)
+    );
+    assert_eq!(
+        stream_lifetime(at(NOW + 86_400), now, 0.999_999).as_secs(),
+        86_400 - 60 - 30
+    );
+    // A token about to expire (or expired by the local clock) still gets a short stream.
+    assert_eq!(stream_lifetime(at(NOW + 30), now, 0.0), MIN_STREAM_LIFE);
+    assert_eq!(stream_lifetime(at(NOW - 30), now, 0.3), MIN_STREAM_LIFE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reauthenticated_stream_ends_at_its_deadline() {
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel::<u32>(4);
+    let mut stream = UntilReauth::new(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+        Some(Duration::from_secs(60)),
+    );
+    tx.send(1).await.unwrap();
+    assert_eq!(stream.next().await, Some(1));
+    tokio::time::advance(Duration::from_secs(59)).await;
+    tx.send(2).await.unwrap();
+    assert_eq!(stream.next().await, Some(2));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    tx.send(3).await.unwrap();
+    assert_eq!(stream.next().await, None, "ended although items wait");
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<u32>(4);
+    let mut forever = UntilReauth::new(tokio_stream::wrappers::ReceiverStream::new(rx), None);
+    tokio::time::advance(Duration::from_secs(86_400)).await;
+    tx.send(4).await.unwrap();
+    assert_eq!(forever.next().await, Some(4));
+}
