@@ -177,11 +177,19 @@ fn google_grpc_bootstrap(opts: &BootstrapOptions, tls: &XdsClientTls, token: &Pa
             }
         }}]
     });
+    // ADS is one long-lived stream: keepalives notice a control plane that vanished without
+    // closing the connection (a lost node) so Envoy reconnects, to another replica.
+    let mut args = json!({
+        "grpc.keepalive_time_ms": {"int_value": 30000},
+        "grpc.keepalive_timeout_ms": {"int_value": 5000},
+        // gRPC otherwise stops pinging after two pings without data on the stream.
+        "grpc.http2.max_pings_without_data": {"int_value": 0}
+    });
     if let Some(name) = &tls.server_name {
         // The certificate is checked against the host of target_uri unless overridden.
-        grpc["channel_args"] =
-            json!({"args": {"grpc.ssl_target_name_override": {"string_value": name}}});
+        args["grpc.ssl_target_name_override"] = json!({"string_value": name});
     }
+    grpc["channel_args"] = json!({"args": args});
     ads_bootstrap(opts, json!({"google_grpc": grpc}))
 }
 
