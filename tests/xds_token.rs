@@ -3,6 +3,9 @@
 //! and `--xds-token-auth`, and real Envoys bootstrapped with `--xds-token-file` (a kubelet-style
 //! projected token directory) connect over TLS.
 
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use harness::kube_apiserver::{KubeApiserver, require_kube};
 use harness::*;
 use k8s_openapi::api::authentication::v1::{
@@ -13,6 +16,9 @@ use kube::api::{Api, PostParams};
 use rcgen::ExtendedKeyUsagePurpose;
 use serde_json::json;
 use std::path::{Path, PathBuf};
+use tokio_stream::StreamExt as _;
+use tonic::Status;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 const NS: &str = "team-a";
 const NODE_CLUSTER: &str = "team-a-gw";
@@ -203,6 +209,48 @@ fn envoy_with(stack: &Stack, mode: Mode, token_file: &Path, ca: &Path) -> Envoy 
             bootstrap_args: bootstrap_args(token_file, ca),
         },
     )
+}
+
+/// Opens an ADS stream over TLS as node cluster [`NODE_CLUSTER`], with `authorization`
+/// metadata when given, asks for clusters; returns how many came back, or the gRPC status.
+async fn probe(xds_port: u16, ca: &Path, authorization: Option<&str>) -> Result<usize, Status> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()))
+        .domain_name("127.0.0.1");
+    let channel = Channel::from_shared(format!("https://127.0.0.1:{xds_port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let first = DiscoveryRequest {
+        node: Some(Node {
+            id: "probe".into(),
+            cluster: NODE_CLUSTER.into(),
+            ..Default::default()
+        }),
+        type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+        ..Default::default()
+    };
+    let (_keep, rx) = tokio::sync::mpsc::channel::<DiscoveryRequest>(1);
+    let mut request = tonic::Request::new(
+        tokio_stream::iter([first]).chain(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    );
+    if let Some(value) = authorization {
+        request
+            .metadata_mut()
+            .insert("authorization", value.parse().unwrap());
+    }
+    let go = async {
+        let mut responses = AggregatedDiscoveryServiceClient::new(channel)
+            .stream_aggregated_resources(request)
+            .await?
+            .into_inner();
+        let response = responses.message().await?;
+        Ok(response.map_or(0, |r| r.resources.len()))
+    };
+    tokio::time::timeout(DEADLINE, go).await.unwrap()
 }
 
 fn bootstrap_args(token_file: &Path, ca: &Path) -> Vec<String> {
@@ -402,6 +450,22 @@ async fn service_account_tokens(mode: Mode) {
         "the old token was presented again:\n{after}"
     );
     assert!(refusals >= 2, "{before}");
+
+    // Without a token, or with one that is not a JWT, nothing is served; with a valid one a
+    // client is served like Envoy.
+    let xds = stack.tessera.xds_port;
+    for authorization in [None, Some("Bearer not-a-jwt"), Some("Basic dXNlcjpwdw==")] {
+        let status = probe(xds, &pki.ca, authorization).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unauthenticated,
+            "{authorization:?}: {status:?}"
+        );
+    }
+    let clusters = probe(xds, &pki.ca, Some(&format!("Bearer {second}")))
+        .await
+        .expect("a valid token is served");
+    assert_eq!(clusters, 1, "the gateway's one backend cluster");
     let reasons: std::collections::BTreeSet<_> = before
         .lines()
         .filter(|l| l.contains("xDS stream refused"))
