@@ -239,9 +239,9 @@ async fn xds_server(
     state: Arc<AppState>,
     authenticator: Arc<crate::xds::identity::Authenticator>,
 ) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
-    let token_auth = authenticator.client_auth_on();
-    let service = AdsService::new(state.cache.clone(), state.registry.clone())
-        .with_authenticator(authenticator);
+    let token_auth = authenticator.is_on();
+    let service =
+        AdsService::with_authenticator(state.cache.clone(), state.registry.clone(), authenticator);
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));

@@ -59,12 +59,9 @@ impl Authenticator {
         let Some(token) = &self.token else {
             return Ok(Authenticated::Unauthenticated);
         };
-        let verified = token.authenticate(metadata).await?;
-        Ok(Authenticated::Peer(PeerIdentity {
-            service_account: Some(verified.account),
-            expires: verified.expires,
-            ..PeerIdentity::default()
-        }))
+        let mut peer = PeerIdentity::default();
+        token.prove(metadata, &mut peer).await?;
+        Ok(Authenticated::Peer(peer))
     }
 
     /// Every stream must carry a ServiceAccount token the API server's TokenReview accepts
@@ -81,7 +78,7 @@ impl Authenticator {
     }
 
     /// Whether streams must prove who they are.
-    pub fn client_auth_on(&self) -> bool {
+    pub fn is_on(&self) -> bool {
         self.token.is_some()
     }
 }

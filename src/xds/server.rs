@@ -32,19 +32,23 @@ pub struct AdsService {
 }
 
 impl AdsService {
-    /// A service serving from `cache`, reporting into `registry`.
+    /// A service serving from `cache`, reporting into `registry`, without client
+    /// authentication.
     pub fn new(cache: Arc<Cache>, registry: Arc<Registry>) -> Self {
+        Self::with_authenticator(cache, registry, Arc::new(Authenticator::off()))
+    }
+
+    /// A service whose streams prove who they are to `authenticator` before being served.
+    pub fn with_authenticator(
+        cache: Arc<Cache>,
+        registry: Arc<Registry>,
+        authenticator: Arc<Authenticator>,
+    ) -> Self {
         Self {
             cache,
             registry,
-            authenticator: Arc::new(Authenticator::off()),
+            authenticator,
         }
-    }
-
-    /// Establishes each stream's identity with `authenticator` before serving it.
-    pub fn with_authenticator(mut self, authenticator: Arc<Authenticator>) -> Self {
-        self.authenticator = authenticator;
-        self
     }
 
     /// Refuses a stream whose client does not prove who it is (logged without credentials).

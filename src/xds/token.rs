@@ -8,7 +8,7 @@
 //! else) and never for more than [`MAX_CACHE`]; a refusal for a few seconds; an API server
 //! failure not at all.
 
-use super::identity::ServiceAccountRef;
+use super::identity::{PeerIdentity, ServiceAccountRef};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -175,6 +175,22 @@ impl TokenAuth {
     pub async fn authenticate(&self, metadata: &MetadataMap) -> Result<Verified, TokenError> {
         let token = bearer(metadata)?;
         self.verify_at(token, SystemTime::now()).await
+    }
+
+    /// Adds what the stream's token proves to `peer` (which may already hold what a client
+    /// certificate proved): its ServiceAccount, and its expiry as the end of the proof.
+    pub async fn prove(
+        &self,
+        metadata: &MetadataMap,
+        peer: &mut PeerIdentity,
+    ) -> Result<(), TokenError> {
+        let verified = self.authenticate(metadata).await?;
+        peer.service_account = Some(verified.account);
+        peer.expires = match (peer.expires, verified.expires) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(())
     }
 
     /// Verifies `token` as of `now`.

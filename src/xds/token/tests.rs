@@ -268,3 +268,29 @@ async fn a_reauthenticated_stream_ends_at_its_deadline() {
     tx.send(4).await.unwrap();
     assert_eq!(forever.next().await, Some(4));
 }
+
+#[tokio::test]
+async fn a_token_adds_its_account_and_the_earlier_expiry_to_what_a_certificate_proved() {
+    let token = jwt(serde_json::json!({"exp": NOW + 600}));
+    let (auth, _) = auth(&[(&token, accepted("system:serviceaccount:team-a:envoy"))]);
+    let mut md = MetadataMap::new();
+    md.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut peer = PeerIdentity {
+        uris: vec!["spiffe://corp/ns/team-a/sa/envoy".into()],
+        expires: Some(at(NOW + 60)),
+        ..PeerIdentity::default()
+    };
+    // prove() reads the real clock; the fake reviewer answers whatever the time.
+    auth.prove(&md, &mut peer).await.unwrap();
+    assert_eq!(peer.service_account, Some(account("team-a", "envoy")));
+    assert_eq!(peer.uris.len(), 1);
+    assert_eq!(peer.expires, Some(at(NOW + 60)));
+
+    let mut bare = PeerIdentity::default();
+    auth.prove(&md, &mut bare).await.unwrap();
+    assert_eq!(bare.expires, Some(at(NOW + 600)));
+    assert_eq!(
+        auth.prove(&MetadataMap::new(), &mut bare).await,
+        Err(TokenError::Missing)
+    );
+}
