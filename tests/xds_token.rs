@@ -197,8 +197,8 @@ fn count(haystack: &str, needle: &str) -> usize {
 }
 
 /// An Envoy presenting the token in `token_file`, started without waiting for readiness.
-fn envoy_with(stack: &Stack, mode: Mode, token_file: &Path, ca: &Path) -> Envoy {
-    Envoy::spawn(
+async fn envoy_with(stack: &Stack, mode: Mode, token_file: &Path, ca: &Path) -> Envoy {
+    Envoy::start_unready(
         &envoy(),
         stack.dir.path(),
         stack.tessera.xds_port,
@@ -209,6 +209,7 @@ fn envoy_with(stack: &Stack, mode: Mode, token_file: &Path, ca: &Path) -> Envoy 
             bootstrap_args: bootstrap_args(token_file, ca),
         },
     )
+    .await
 }
 
 /// Opens an ADS stream over TLS as node cluster [`NODE_CLUSTER`], with `authorization`
@@ -362,10 +363,10 @@ async fn service_account_tokens(mode: Mode) {
     let mut refused_envoys = Vec::new();
     for (name, token, _) in &refused {
         let file = project(&d.join(format!("tokens/{name}")), token, 1);
-        refused_envoys.push(envoy_with(&stack, mode, &file, &pki.ca));
+        refused_envoys.push(envoy_with(&stack, mode, &file, &pki.ca).await);
     }
     let intruder_file = project(&d.join("tokens/intruder"), &intruder, 1);
-    let intruder_envoy = envoy_with(&stack, mode, &intruder_file, &pki.ca);
+    let intruder_envoy = envoy_with(&stack, mode, &intruder_file, &pki.ca).await;
     for ((name, token, reason), envoy) in refused.iter().zip(&refused_envoys) {
         eventually(&format!("the {name} token refused"), DEADLINE, || async {
             let logs = tessera_logs(&stack);

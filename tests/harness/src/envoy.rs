@@ -108,9 +108,31 @@ impl Envoy {
         envoy
     }
 
-    /// Like [`Envoy::start`], without waiting for readiness: for an Envoy that Tessera is
-    /// expected to refuse.
-    pub fn spawn(
+    /// Like [`Envoy::start`], but returns once its admin API answers, ready or not (an Envoy
+    /// that Tessera refuses never becomes ready).
+    pub async fn start_unready(
+        binary: &Path,
+        dir: &Path,
+        xds_port: u16,
+        listener_port: u16,
+        opts: EnvoyOptions<'_>,
+    ) -> Self {
+        let envoy = Self::spawn(binary, dir, xds_port, listener_port, opts);
+        let url = format!("http://127.0.0.1:{}/server_info", envoy.admin_port);
+        crate::util::eventually("envoy admin API", crate::util::DEADLINE, || {
+            let req = http().get(&url).send();
+            async move { req.await.ok().map(|_| ()) }
+        })
+        .await;
+        envoy
+    }
+
+    /// This Envoy's node id (`tessera bootstrap --node-id`).
+    pub fn node_id(&self) -> String {
+        format!("test-{}", self.admin_port)
+    }
+
+    fn spawn(
         binary: &Path,
         dir: &Path,
         xds_port: u16,
