@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tessera::app::{ServeOptions, XdsTls};
-use tessera::bootstrap::{BootstrapOptions, XdsClientTls};
+use tessera::bootstrap::{BootstrapOptions, ClientCert, XdsClientTls};
 
 #[derive(Parser)]
 #[command(
@@ -35,14 +35,24 @@ enum Command {
         /// Serves /healthz, /readyz, /status and /metrics.
         #[arg(long, default_value = "127.0.0.1:18001")]
         admin_address: SocketAddr,
-        /// Server certificate (PEM) for ADS over mTLS.
-        #[arg(long, requires_all = ["xds_tls_key", "xds_client_ca"])]
+        /// Server certificate (PEM) for ADS over TLS (mTLS with --xds-client-ca).
+        #[arg(long, requires = "xds_tls_key")]
         xds_tls_cert: Option<PathBuf>,
         #[arg(long, requires = "xds_tls_cert")]
         xds_tls_key: Option<PathBuf>,
-        /// CA that Envoy client certificates must chain to.
+        /// CA that Envoy client certificates must chain to (required with --xds-tls-cert
+        /// unless --xds-token-auth authenticates clients).
         #[arg(long, requires = "xds_tls_cert")]
         xds_client_ca: Option<PathBuf>,
+        /// Kubernetes mode: every xDS stream must carry Envoy's projected ServiceAccount token
+        /// (audience `tessera`, `tessera bootstrap --xds-token-file`), checked with the API
+        /// server's TokenReview. Needs --xds-tls-cert; the client CA becomes optional.
+        #[arg(long, requires = "kubernetes")]
+        xds_token_auth: bool,
+        /// Kubernetes mode: let a Gateway's xdsClients name ServiceAccounts of other
+        /// namespaces (by default only its own namespace's).
+        #[arg(long, requires = "kubernetes")]
+        allow_cross_namespace_xds_clients: bool,
         /// Allow plaintext xDS on a non-loopback address (provider keys travel in the clear).
         #[arg(long)]
         insecure_xds: bool,
@@ -118,11 +128,17 @@ enum Command {
         #[arg(long, requires = "xds_tls_cert")]
         xds_tls_key: Option<PathBuf>,
         /// CA that Tessera's server certificate must chain to.
-        #[arg(long, requires = "xds_tls_cert")]
+        #[arg(long)]
         xds_tls_ca: Option<PathBuf>,
         /// Name Tessera's certificate must carry (also sent as SNI).
-        #[arg(long, requires = "xds_tls_cert")]
+        #[arg(long, requires = "xds_tls_ca")]
         xds_server_name: Option<String>,
+        /// A token file (Kubernetes: a projected ServiceAccount token, audience `tessera`)
+        /// that Envoy sends as `authorization: Bearer` on every new ADS stream, re-reading it
+        /// each time. Uses Envoy's Google gRPC client, which only speaks TLS: needs
+        /// --xds-tls-ca; the client certificate is optional.
+        #[arg(long)]
+        xds_token_file: Option<PathBuf>,
     },
 }
 
@@ -185,6 +201,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             xds_tls_cert,
             xds_tls_key,
             xds_client_ca,
+            xds_token_auth,
+            allow_cross_namespace_xds_clients,
             insecure_xds,
             kubernetes,
             namespace,
@@ -204,17 +222,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 restrictions: tessera::source::Restrictions {
                     file_dirs: Some(allow_file_dir),
                     endpoints: Some(allow_endpoint),
+                    cross_namespace_xds_clients: allow_cross_namespace_xds_clients,
                 },
                 lease_namespace,
                 identity: identity
                     .or_else(|| std::env::var("HOSTNAME").ok())
                     .unwrap_or_else(|| format!("tessera-{}", std::process::id())),
             });
-            let tls = match (xds_tls_cert, xds_tls_key, xds_client_ca) {
-                (Some(cert), Some(key), Some(client_ca)) => Some(XdsTls {
+            let tls = match (xds_tls_cert, xds_tls_key) {
+                (Some(cert), Some(key)) => Some(XdsTls {
                     cert,
                     key,
-                    client_ca,
+                    client_ca: xds_client_ca,
                 }),
                 _ => None,
             };
@@ -226,6 +245,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 admin_address,
                 tls,
                 insecure_xds,
+                xds_token_auth,
                 key_reread_interval,
                 state_dir,
                 admin_token_file,
@@ -281,17 +301,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             xds_tls_key,
             xds_tls_ca,
             xds_server_name,
+            xds_token_file,
         } => {
             let (host, port) = split_host_port(&xds_address)?;
-            let tls = match (xds_tls_cert, xds_tls_key, xds_tls_ca) {
-                (Some(cert), Some(key), Some(ca)) => Some(XdsClientTls {
+            let client = match (xds_tls_cert, xds_tls_key) {
+                (Some(cert), Some(key)) => Some(ClientCert {
                     cert: std::path::absolute(cert)?,
                     key: std::path::absolute(key)?,
-                    ca: std::path::absolute(ca)?,
-                    server_name: xds_server_name,
                 }),
                 _ => None,
             };
+            let tls = match xds_tls_ca {
+                Some(ca) => Some(XdsClientTls {
+                    client,
+                    ca: std::path::absolute(ca)?,
+                    server_name: xds_server_name,
+                }),
+                None => None,
+            };
+            let token_file = xds_token_file.map(std::path::absolute).transpose()?;
             let yaml = tessera::bootstrap::render(&BootstrapOptions {
                 node_id,
                 node_cluster,
@@ -300,6 +328,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 admin_port,
                 delta,
                 tls,
+                token_file,
             })?;
             print!("{yaml}");
             Ok(ExitCode::SUCCESS)

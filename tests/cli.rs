@@ -437,11 +437,95 @@ fn bootstrap_never_uses_sds() {
         vec!["--delta"],
         MTLS.to_vec(),
         [&["--delta"][..], &MTLS].concat(),
+        [&["--xds-token-file", "token"][..], &MTLS].concat(),
     ];
     for extra in &variants {
         let yaml = bootstrap(dir.path(), "n", "c", extra);
         assert!(!yaml.contains("sds_config"), "{extra:?}:\n{yaml}");
     }
+}
+
+/// Server-authenticated TLS plus the token file, as a Kubernetes Envoy runs it.
+const TOKEN_TLS: [&str; 6] = [
+    "--xds-token-file",
+    "token",
+    "--xds-tls-ca",
+    "ca.pem",
+    "--xds-server-name",
+    "tessera.local",
+];
+
+#[needs_envoy]
+#[test]
+fn bootstrap_with_a_token_file_is_accepted_by_envoy() {
+    let envoy = envoy();
+    let dir = tempfile::tempdir().unwrap();
+    write_pems(dir.path());
+    std::fs::write(dir.path().join("token"), "header.payload.signature").unwrap();
+    let token_path = dir.path().join("token").display().to_string();
+    for (name, extra) in [
+        ("token-sotw", TOKEN_TLS.to_vec()),
+        ("token-delta", [&["--delta"][..], &TOKEN_TLS].concat()),
+        ("token-mtls", [&TOKEN_TLS[..2], &MTLS].concat()),
+    ] {
+        let yaml = bootstrap(dir.path(), "n", "c", &extra);
+        assert!(
+            yaml.contains("envoy.grpc_credentials.file_based_metadata"),
+            "{yaml}"
+        );
+        // Made absolute: Envoy does not run where the bootstrap was written.
+        assert!(yaml.contains(&format!("{token_path:?}")), "{yaml}");
+        assert_eq!(yaml.contains("cert_chain"), name == "token-mtls", "{yaml}");
+        assert_envoy_accepts(&envoy, dir.path(), name, &yaml);
+    }
+}
+
+#[test]
+fn bootstrap_refuses_to_send_a_token_in_the_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["bootstrap", "--node-id", "n", "--node-cluster", "c"];
+    let out = tessera_in(
+        dir.path(),
+        args.iter().chain(&["--xds-token-file", "token"]),
+    );
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(stderr.contains("--xds-tls-ca"), "{stderr}");
+    assert!(stderr.contains("TLS"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn serve_token_auth_needs_kubernetes_and_tls() {
+    let serve = |extra: &[&str]| {
+        let xds = format!("127.0.0.1:{}", port());
+        let admin = format!("127.0.0.1:{}", port());
+        let base = ["serve", "--xds-address", &xds, "--admin-address", &admin];
+        tessera_in(&repo(), base.iter().chain(extra))
+    };
+    let out = serve(&["--xds-token-auth"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--kubernetes"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Refused before any connection to Kubernetes is tried.
+    let out = serve(&["--kubernetes", "--xds-token-auth"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("needs TLS"), "{stderr}");
+    let out = serve(&[
+        "--config",
+        "config/example",
+        "--xds-tls-cert",
+        "c.pem",
+        "--xds-tls-key",
+        "k.pem",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--xds-client-ca"), "{stderr}");
 }
 
 #[test]

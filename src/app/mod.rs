@@ -41,7 +41,7 @@ pub use crate::state::{AppState, ConfigStatus, Metrics};
 use apply::Applier;
 use engine::Engine;
 
-/// Files for serving ADS over mTLS.
+/// Files for serving ADS over TLS.
 pub use crate::xds::transport::TlsFiles as XdsTls;
 
 /// Options of `tessera serve`.
@@ -54,6 +54,9 @@ pub struct ServeOptions {
     pub admin_address: SocketAddr,
     pub tls: Option<XdsTls>,
     pub insecure_xds: bool,
+    /// `--xds-token-auth` (Kubernetes mode): every xDS stream must carry a ServiceAccount
+    /// token that the API server's TokenReview accepts for audience `tessera`.
+    pub xds_token_auth: bool,
     /// How often every key file is re-read, whatever file events said.
     pub key_reread_interval: Duration,
     /// `--state-dir`: opened (created) at start; see [`crate::state_dir`].
@@ -70,6 +73,23 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot resolve {}", opts.config.display()))?;
     if opts.kubernetes.is_none() && !config.exists() {
         bail!("configuration path {} does not exist", config.display());
+    }
+    if opts.xds_token_auth {
+        if opts.kubernetes.is_none() {
+            bail!(
+                "--xds-token-auth needs --kubernetes: tokens are checked with the API server's TokenReview"
+            );
+        }
+        if opts.tls.is_none() {
+            bail!(
+                "--xds-token-auth needs TLS on the xDS port (--xds-tls-cert and --xds-tls-key): \
+                 a bearer token must not cross the network in the clear, and Envoy sends it only over TLS"
+            );
+        }
+    } else if opts.tls.as_ref().is_some_and(|t| t.client_ca.is_none()) {
+        bail!(
+            "--xds-client-ca is required with --xds-tls-cert unless --xds-token-auth authenticates clients"
+        );
     }
     if opts.tls.is_none() && !opts.xds_address.ip().is_loopback() {
         if !opts.insecure_xds {
@@ -106,11 +126,16 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let (rereads_tx, rereads) = mpsc::unbounded_channel();
     let mut applier = Applier::new(Engine::new(state.clone(), http, version_key), key_files_tx);
     let mut tasks = Tasks::default();
+    // The client TokenReviews go through, with --xds-token-auth.
+    let mut token_review = None;
     match &opts.kubernetes {
         Some(kube_opts) => {
             let client = kube::Client::try_default()
                 .await
                 .context("cannot reach Kubernetes (in-cluster config or KUBECONFIG)")?;
+            if opts.xds_token_auth {
+                token_review = Some(client.clone());
+            }
             let source = KubeSource::start(&client, kube_opts);
             let (status_tx, status_rx) = watch::channel(Arc::new(Snapshot::default()));
             let leader = Arc::new(AtomicBool::new(false));
@@ -158,7 +183,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     tasks.spawn("key-file watcher", key_watcher.run(key_files, rereads_tx));
     tasks.spawn("applier", applier.run(updates, rereads));
     // The xDS server borrows the options, so it runs in the select below, not as a task.
-    let (xds, tls) = xds_server(&opts, state.clone()).await?;
+    let (xds, tls) = xds_server(&opts, state.clone(), token_review).await?;
     if let Some(tls) = tls {
         tasks.spawn(
             "xDS TLS file watcher",
@@ -257,6 +282,7 @@ fn version_key(dir: &Path) -> anyhow::Result<VersionKey> {
 async fn xds_server(
     opts: &ServeOptions,
     state: Arc<AppState>,
+    token_review: Option<kube::Client>,
 ) -> anyhow::Result<(
     impl Future<Output = anyhow::Result<()>>,
     Option<Arc<ReloadingTls>>,
@@ -267,10 +293,15 @@ async fn xds_server(
         )),
         None => None,
     };
-    let authenticator = match tls {
-        Some(_) => Authenticator::client_certificates(),
-        None => Authenticator::off(),
+    let client_certificates = opts.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    let mut authenticator = if client_certificates {
+        Authenticator::client_certificates()
+    } else {
+        Authenticator::off()
     };
+    if let Some(with_tokens) = token_review {
+        authenticator = authenticator.with_token_review(with_tokens);
+    }
     let service = AdsService::configured(
         state.cache.clone(),
         state.registry.clone(),
@@ -284,7 +315,13 @@ async fn xds_server(
     let listener = tokio::net::TcpListener::bind(opts.xds_address)
         .await
         .with_context(|| format!("cannot bind the xDS address {}", opts.xds_address))?;
-    info!(address = %opts.xds_address, mtls = tls.is_some(), "xDS (ADS) listening");
+    info!(
+        address = %opts.xds_address,
+        tls = tls.is_some(),
+        client_certificates,
+        service_account_tokens = opts.xds_token_auth,
+        "xDS (ADS) listening"
+    );
     let incoming = transport::incoming(listener, tls.clone());
     let router = builder.add_service(AggregatedDiscoveryServiceServer::new(service));
     let server = async move {

@@ -41,6 +41,9 @@ pub struct Restrictions {
     /// When set, endpoint overrides (STS, OIDC issuer/token endpoint, Entra authority) must
     /// start with one of these prefixes.
     pub endpoints: Option<Vec<String>>,
+    /// Whether a Gateway's `xdsClients` may name ServiceAccounts of other namespaces
+    /// (`--allow-cross-namespace-xds-clients`); only objects with a namespace are checked.
+    pub cross_namespace_xds_clients: bool,
 }
 
 /// Loads a configuration file, or every `*.yaml`/`*.yml` file directly inside a directory;

@@ -5,7 +5,8 @@
 //! over the request stream and write to a channel, so they are testable without a socket.
 
 use super::cache::{Cache, NodeIdentity, State};
-use super::identity::{Authenticated, Authenticator};
+use super::identity::token::{UntilReauth, stream_lifetime};
+use super::identity::{Authenticated, Authenticator, PeerIdentity};
 use super::limits::{Limits, bounded_text, nack_text};
 use super::resource::{Resource, set_version, type_url};
 use super::status::{Refusal, Registry};
@@ -80,14 +81,32 @@ impl AdsService {
 
     /// Admits one more stream (refused when `max_streams` are open; the permit is taken before
     /// authenticating, so a flood of streams cannot queue up authentications), then asks the
-    /// authenticator who it is.
-    async fn context<R>(&self, request: &Request<R>) -> Result<StreamCtx, Status> {
+    /// authenticator who it is: the stream's context, and how long it may be served on that
+    /// proof; an error refuses the stream (logged without credentials).
+    async fn context<R>(
+        &self,
+        request: &Request<R>,
+    ) -> Result<(StreamCtx, Option<std::time::Duration>), Status> {
         let ctx = self.admit()?;
-        let peer = self
+        let outcome = self
             .authenticator
             .authenticate(request.metadata(), request.extensions())
-            .await?;
-        Ok(ctx.with_peer(peer))
+            .await;
+        let remote = request.remote_addr();
+        let peer = match outcome {
+            Ok(peer) => peer,
+            Err(status) => {
+                warn!(peer = ?remote, code = ?status.code(), reason = status.message(), "xDS stream refused");
+                return Err(status);
+            }
+        };
+        if let Authenticated::Peer(identity) = &peer
+            && let Some(sa) = &identity.service_account
+        {
+            info!(peer = ?remote, service_account = %format!("{}/{}", sa.namespace, sa.name), "xDS stream authenticated");
+        }
+        let lifetime = lifetime(&peer);
+        Ok((ctx.with_peer(peer), lifetime))
     }
 
     /// Admits one more stream, or refuses it when `max_streams` are open.
@@ -110,27 +129,50 @@ const OUT_BUFFER: usize = 4;
 
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for AdsService {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+    type StreamAggregatedResourcesStream =
+        UntilReauth<ReceiverStream<Result<DiscoveryResponse, Status>>>;
+    type DeltaAggregatedResourcesStream =
+        UntilReauth<ReceiverStream<Result<DeltaDiscoveryResponse, Status>>>;
 
     async fn stream_aggregated_resources(
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let ctx = self.context(&request).await?;
+        let (ctx, lifetime) = self.context(&request).await?;
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         tokio::spawn(run_sotw(request.into_inner(), tx, ctx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(UntilReauth::new(
+            ReceiverStream::new(rx),
+            lifetime,
+        )))
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let ctx = self.context(&request).await?;
+        let (ctx, lifetime) = self.context(&request).await?;
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         tokio::spawn(run_delta(request.into_inner(), tx, ctx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(UntilReauth::new(
+            ReceiverStream::new(rx),
+            lifetime,
+        )))
+    }
+}
+
+/// How long a stream may be served on the proof it started with; None: for as long as it lasts.
+fn lifetime(auth: &Authenticated) -> Option<std::time::Duration> {
+    match auth {
+        Authenticated::Peer(PeerIdentity {
+            expires: Some(expires),
+            ..
+        }) => Some(stream_lifetime(
+            *expires,
+            std::time::SystemTime::now(),
+            fastrand::f64(),
+        )),
+        _ => None,
     }
 }
 

@@ -35,12 +35,14 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 // Connections that finished their handshake and wait for the gRPC server to take them.
 const ACCEPTED_BUFFER: usize = 64;
 
-/// The files of ADS over mTLS.
+/// The files of ADS over TLS.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
-    pub client_ca: PathBuf,
+    /// CA that client certificates must chain to; None: no client certificate is asked for
+    /// (only with ServiceAccount tokens, which then are the clients' proof).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Why the TLS files cannot be used.
@@ -148,7 +150,14 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 fn fingerprint(files: &TlsFiles) -> Result<[u8; 32], TlsError> {
     let mut hash = Sha256::new();
-    for path in [&files.cert, &files.key, &files.client_ca] {
+    for path in [
+        Some(&files.cert),
+        Some(&files.key),
+        files.client_ca.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
         let bytes = read(path)?;
         hash.update((bytes.len() as u64).to_be_bytes());
         hash.update(bytes);
@@ -172,23 +181,29 @@ fn build(files: &TlsFiles) -> Result<([u8; 32], Arc<ServerConfig>), TlsError> {
     }
     let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?)
         .map_err(|_| pem(&files.key, "no PEM private key"))?;
-    let ca_error = |reason: String| TlsError::ClientCa {
-        path: files.client_ca.clone(),
-        reason,
-    };
-    let mut roots = RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(&read(&files.client_ca)?) {
-        let ca = ca.map_err(|_| ca_error("not a PEM certificate".into()))?;
-        roots.add(ca).map_err(|e| ca_error(e.to_string()))?;
-    }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| ca_error(e.to_string()))?;
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let mut config = match &files.client_ca {
+        None => builder.with_no_client_auth().with_single_cert(certs, key)?,
+        Some(client_ca) => {
+            let ca_error = |reason: String| TlsError::ClientCa {
+                path: client_ca.clone(),
+                reason,
+            };
+            let mut roots = RootCertStore::empty();
+            for ca in CertificateDer::pem_slice_iter(&read(client_ca)?) {
+                let ca = ca.map_err(|_| ca_error("not a PEM certificate".into()))?;
+                roots.add(ca).map_err(|e| ca_error(e.to_string()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| ca_error(e.to_string()))?;
+            builder
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(certs, key)?
+        }
+    };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok((fingerprint, Arc::new(config)))
 }
@@ -263,14 +278,13 @@ async fn handshake(
             return None;
         }
     };
-    let peer = stream
-        .get_ref()
-        .1
-        .peer_certificates()
+    // Without a client CA no certificate is asked for (ServiceAccount tokens prove the
+    // client); with one the verifier requires it.
+    let chain = stream.get_ref().1.peer_certificates();
+    let peer = chain
         .and_then(|chain| chain.first())
         .and_then(cert::peer_identity);
-    if peer.is_none() {
-        // The verifier requires a certificate, so this is one whose SANs cannot be read.
+    if chain.is_some() && peer.is_none() {
         warn!(peer = %remote, "xDS client certificate has no readable SANs; connection dropped");
         return None;
     }

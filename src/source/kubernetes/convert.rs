@@ -236,6 +236,37 @@ mod tests {
     }
 
     #[test]
+    fn a_gateway_may_list_only_service_accounts_of_its_namespace_unless_allowed() {
+        let listing = |namespace: &str| {
+            let mut g = (*gateway("a", "gw", "edge", 1)).clone();
+            g.spec.xds_clients = Some(vec![crate::api::XdsClientSpec {
+                service_account: Some(crate::api::ServiceAccountSpec {
+                    namespace: namespace.into(),
+                    name: "envoy".into(),
+                }),
+                ..Default::default()
+            }]);
+            Objects {
+                gateways: vec![Arc::new(g)],
+                ..Default::default()
+            }
+        };
+        let s = build(&listing("a"), &Restrictions::default());
+        assert!(s.model.gateways.contains_key("a/gw"), "{:?}", s.problems);
+        let s = build(&listing("b"), &Restrictions::default());
+        assert!(!s.model.gateways.contains_key("a/gw"));
+        let refused = &s.problems[&key(Kind::Gateway, "a", "gw")];
+        assert_eq!(refused[0].reason, Reason::NotAllowed, "{refused:?}");
+        assert!(refused[0].message.contains("b/envoy"), "{refused:?}");
+        let allowed = Restrictions {
+            cross_namespace_xds_clients: true,
+            ..Restrictions::default()
+        };
+        let s = build(&listing("b"), &allowed);
+        assert!(s.model.gateways.contains_key("a/gw"), "{:?}", s.problems);
+    }
+
+    #[test]
     fn an_invalid_object_is_left_out_and_so_is_what_needs_it() {
         let objects = Objects {
             gateways: vec![gateway("a", "gw", "edge", 1)],
@@ -328,6 +359,7 @@ mod tests {
         let restrictions = Restrictions {
             file_dirs: Some(vec!["/".into()]),
             endpoints: Some(vec![]),
+            ..Restrictions::default()
         };
         let s = build(&objects, &restrictions);
         let overflow = &s.problems[&key(Kind::BackendSecurityPolicy, "a", "overflow")];

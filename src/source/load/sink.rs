@@ -14,7 +14,7 @@ pub(super) struct Fault {
 }
 
 impl Fault {
-    fn not_allowed(message: String) -> Self {
+    pub(super) fn not_allowed(message: String) -> Self {
         let class = ErrorClass::NotAllowed;
         Self { class, message }
     }

@@ -235,7 +235,13 @@ impl<'a> Validator<'a> {
             let xds_clients = spec.xds_clients.iter().flatten().enumerate();
             let xds_clients = xds_clients
                 .filter_map(|(i, client)| match xds_client(client) {
-                    Ok(client) => Some(client),
+                    Ok(client) => {
+                        if let Some(why) = foreign_account(e.object, e.restrictions, &client) {
+                            e.err(format!("spec.xdsClients[{i}]"), why);
+                            return None;
+                        }
+                        Some(client)
+                    }
                     Err(why) => {
                         e.err(format!("spec.xdsClients[{i}]"), why);
                         None
@@ -510,6 +516,27 @@ fn read_ca(path: &Path) -> Result<String, String> {
         return Err(format!("{shown} has no -----BEGIN CERTIFICATE----- block"));
     }
     Ok(pem)
+}
+
+/// Why a Gateway may not list `client`: a ServiceAccount of another namespace than the
+/// Gateway's (Kubernetes mode) unless the operator allows it. Otherwise a tenant could hand its
+/// Gateway, and its credentials, to another tenant's workload.
+fn foreign_account(
+    gateway: &ObjectRef,
+    restrictions: &Restrictions,
+    client: &XdsClient,
+) -> Option<Fault> {
+    let (Some(own), XdsClient::ServiceAccount { namespace, name }) = (&gateway.namespace, client)
+    else {
+        return None;
+    };
+    if restrictions.cross_namespace_xds_clients || namespace == own {
+        return None;
+    }
+    Some(Fault::not_allowed(format!(
+        "serviceAccount {namespace}/{name} is not in the Gateway's namespace {own:?} \
+         (--allow-cross-namespace-xds-clients allows it)"
+    )))
 }
 
 /// One `xdsClients` entry, or why it cannot match any client.

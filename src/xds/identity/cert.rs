@@ -16,6 +16,9 @@ pub fn peer_identity(cert: &CertificateDer<'_>) -> Option<PeerIdentity> {
             .map(|d| d.to_ascii_lowercase())
             .collect(),
         service_account: None,
+        // Closing the stream would not renew it: a new stream on the same connection keeps
+        // the certificate of the connection's handshake.
+        expires: None,
     })
 }
 

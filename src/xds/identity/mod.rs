@@ -5,6 +5,7 @@
 
 mod allow;
 pub mod cert;
+pub mod token;
 
 pub use allow::allows;
 
@@ -29,6 +30,9 @@ pub struct PeerIdentity {
     pub dns_names: Vec<String>,
     /// The ServiceAccount of a bearer token the API server's TokenReview accepted.
     pub service_account: Option<ServiceAccountRef>,
+    /// When the proof stops being valid (a token's `exp`): the stream is closed before, and
+    /// Envoy reconnects with a fresh proof.
+    pub expires: Option<std::time::SystemTime>,
 }
 
 // Names only: SANs and account names are not secrets, and they are what an operator needs to
@@ -72,6 +76,8 @@ pub struct ConnInfo {
 #[derive(Debug, Default)]
 pub struct Authenticator {
     client_certificates: bool,
+    /// ServiceAccount tokens on the stream (`serve --xds-token-auth`).
+    token: Option<token::TokenAuth>,
 }
 
 impl Authenticator {
@@ -84,29 +90,53 @@ impl Authenticator {
     pub fn client_certificates() -> Self {
         Self {
             client_certificates: true,
+            token: None,
         }
+    }
+
+    /// Streams must also carry a ServiceAccount token the API server's TokenReview accepts
+    /// for audience `tessera` (see [`token`]).
+    pub fn with_token_review(self, client: kube::Client) -> Self {
+        self.with_tokens(token::TokenAuth::new(Arc::new(token::KubeReviewer::new(
+            client,
+        ))))
+    }
+
+    /// Streams must also carry a bearer token that `auth` verifies.
+    pub fn with_tokens(mut self, auth: token::TokenAuth) -> Self {
+        self.token = Some(auth);
+        self
     }
 
     /// Whether streams must prove an identity (and are then authorised by `xdsClients`).
     pub fn is_on(&self) -> bool {
-        self.client_certificates
+        self.client_certificates || self.token.is_some()
     }
 
     /// The identity of the stream whose request metadata and connection extensions are given;
     /// an error refuses the stream.
     pub async fn authenticate(
         &self,
-        _metadata: &tonic::metadata::MetadataMap,
+        metadata: &tonic::metadata::MetadataMap,
         extensions: &http::Extensions,
     ) -> Result<Authenticated, Status> {
-        if !self.client_certificates {
+        if !self.is_on() {
             return Ok(Authenticated::Unauthenticated);
         }
-        match extensions.get::<ConnInfo>().and_then(|c| c.peer.as_deref()) {
-            Some(peer) => Ok(Authenticated::Peer(peer.clone())),
-            None => Err(Status::unauthenticated(
-                "xDS clients must present a verified client certificate",
-            )),
+        let mut peer = PeerIdentity::default();
+        if self.client_certificates {
+            match extensions.get::<ConnInfo>().and_then(|c| c.peer.as_deref()) {
+                Some(proven) => peer = proven.clone(),
+                None => {
+                    return Err(Status::unauthenticated(
+                        "xDS clients must present a verified client certificate",
+                    ));
+                }
+            }
         }
+        if let Some(token) = &self.token {
+            token.prove(metadata, &mut peer).await?;
+        }
+        Ok(Authenticated::Peer(peer))
     }
 }

@@ -80,11 +80,11 @@ impl Server {
         let files = TlsFiles {
             cert: dir.path().join("tls.crt"),
             key: dir.path().join("tls.key"),
-            client_ca: dir.path().join("ca.crt"),
+            client_ca: Some(dir.path().join("ca.crt")),
         };
         let server = Self { dir, files, ca };
         server.rotate();
-        std::fs::write(&server.files.client_ca, &server.ca.pem).unwrap();
+        std::fs::write(server.files.client_ca.as_ref().unwrap(), &server.ca.pem).unwrap();
         server
     }
 

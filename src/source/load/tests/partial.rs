@@ -139,6 +139,7 @@ fn each_error_has_the_class_of_its_problem() {
     let restrictions = Restrictions {
         file_dirs: Some(vec![allowed.path().to_path_buf()]),
         endpoints: Some(vec!["https://sts.amazonaws.com".into()]),
+        ..Restrictions::default()
     };
     let (p, _) = partial(&[("c.yaml", &docs)], &restrictions);
     let class = |name: &str| {
