@@ -2,10 +2,11 @@
 //! every object that could not be used. The typed specs go to the loader as they are; an
 //! invalid object is left out (and told why in its status) and never blocks the others.
 
+use super::Tenancy;
 use crate::api::{BackendResource, BackendSecurityPolicyResource, GatewayResource, RouteResource};
 use crate::model::{KeySource, Model, PolicyKind};
 use crate::source::load::{self, Kind, Object, ObjectRef, Origin, SecretData, Spec};
-use crate::source::{Problem, Reason, Restrictions};
+use crate::source::{Problem, Reason};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
@@ -25,7 +26,7 @@ pub use crate::source::Snapshot;
 
 /// Builds the snapshot: references resolve within a namespace; model names become
 /// `<namespace>/<name>` so xDS resource names carry the namespace.
-pub fn build(objects: &Objects, restrictions: &Restrictions) -> Snapshot {
+pub fn build(objects: &Objects, tenancy: &Tenancy) -> Snapshot {
     let mut snapshot = Snapshot::default();
     let mut by_namespace: BTreeMap<String, Vec<Object>> = BTreeMap::new();
     let mut add = |ns: String, name: String, spec: Spec| {
@@ -79,7 +80,7 @@ pub fn build(objects: &Objects, restrictions: &Restrictions) -> Snapshot {
         add(s.namespace().unwrap_or_default(), s.name_any(), spec);
     }
     for (ns, objects) in by_namespace {
-        let partial = load::load_partial(&objects, restrictions);
+        let partial = load::load_partial(&objects, &tenancy.restrictions(&ns));
         for error in &partial.errors {
             let Some(object) = &error.object else {
                 continue;
@@ -224,7 +225,7 @@ mod tests {
             routes: vec![route("a", &["openai"]), route("b", &["openai"])],
             ..Default::default()
         };
-        let s = build(&objects, &Restrictions::default());
+        let s = build(&objects, &Tenancy::default());
         assert!(s.problems.is_empty(), "{:?}", s.problems);
         assert_eq!(
             s.model.routes["a/chat"].rules[0].backends[0].name,
@@ -245,7 +246,7 @@ mod tests {
             routes: vec![route("a", &["good"])],
             ..Default::default()
         };
-        let s = build(&objects, &Restrictions::default());
+        let s = build(&objects, &Tenancy::default());
         assert!(s.model.backends.contains_key("a/good"));
         assert!(!s.model.backends.contains_key("a/bad"));
         let bad = &s.problems[&key(Kind::Backend, "a", "bad")];
@@ -256,7 +257,7 @@ mod tests {
             routes: vec![route("a", &["good", "bad"])],
             ..objects
         };
-        let s = build(&objects, &Restrictions::default());
+        let s = build(&objects, &Tenancy::default());
         assert!(s.model.routes.is_empty());
         let chat = &s.problems[&key(Kind::Route, "a", "chat")];
         assert!(
@@ -276,7 +277,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let s = build(&objects, &Restrictions::default());
+        let s = build(&objects, &Tenancy::default());
         assert!(s.model.gateways.contains_key("a/early"));
         assert!(!s.model.gateways.contains_key("b/late"));
         let p = &s.problems[&key(Kind::Gateway, "b", "late")][0];
@@ -324,11 +325,11 @@ mod tests {
                 secret("a", "text", "k", b"sk-1"),
             ],
         };
-        let restrictions = Restrictions {
-            file_dirs: Some(vec!["/".into()]),
-            endpoints: Some(vec![]),
+        let tenancy = Tenancy {
+            file_dirs: vec!["a=/".parse().unwrap()],
+            ..Tenancy::default()
         };
-        let s = build(&objects, &restrictions);
+        let s = build(&objects, &tenancy);
         let overflow = &s.problems[&key(Kind::BackendSecurityPolicy, "a", "overflow")];
         assert_eq!(overflow.len(), 1, "{overflow:?}");
         assert_eq!(overflow[0].reason, Reason::Invalid);

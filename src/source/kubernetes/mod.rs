@@ -5,13 +5,14 @@
 mod convert;
 pub mod lease;
 pub mod status;
+mod tenancy;
 
 pub use convert::{Objects, Snapshot, build};
+pub use tenancy::{AllowedDir, BadAllowedDir, Tenancy};
 
 use super::Update;
 use super::debounce::{self, Urgency};
 use crate::api::{BackendResource, BackendSecurityPolicyResource, GatewayResource, RouteResource};
-use crate::source::Restrictions;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{self, Store};
@@ -31,7 +32,8 @@ pub const CREDENTIAL_LABEL: &str = "tessera.dev/credential=true";
 pub struct KubeOptions {
     /// Watch one namespace, or all.
     pub namespace: Option<String>,
-    pub restrictions: Restrictions,
+    /// What each namespace's objects may point Tessera at.
+    pub tenancy: Tenancy,
     /// Where the status-writer Lease lives.
     pub lease_namespace: String,
     /// This replica's identity in the Lease.
@@ -111,7 +113,7 @@ where
 pub struct KubeSource {
     stores: Stores,
     changes: mpsc::UnboundedReceiver<Change>,
-    restrictions: Restrictions,
+    tenancy: Tenancy,
     listed: watch::Sender<bool>,
 }
 
@@ -136,7 +138,7 @@ impl KubeSource {
         Self {
             stores,
             changes,
-            restrictions: opts.restrictions.clone(),
+            tenancy: opts.tenancy.clone(),
             listed: watch::channel(false).0,
         }
     }
@@ -183,7 +185,7 @@ impl KubeSource {
         // What arrived during the lists is in the first snapshot already.
         while self.changes.try_recv().is_ok() {}
         loop {
-            let snapshot = Arc::new(build(&self.stores.objects(), &self.restrictions));
+            let snapshot = Arc::new(build(&self.stores.objects(), &self.tenancy));
             let _ = status.send(snapshot.clone());
             if updates.send(Update::Snapshot(snapshot)).await.is_err() {
                 return;
