@@ -35,7 +35,9 @@ pub fn build(objects: &Objects, tenancy: &Tenancy) -> Snapshot {
         let origin = Origin::new(format!("namespace {ns}"), list.len() + 1);
         list.push(Object::new(origin, Some(&ns), &name, spec));
     };
-    // Two Gateways claiming one nodeCluster: the oldest keeps it.
+    // Two Gateways claiming one nodeCluster: the oldest keeps serving it (so a newcomer cannot
+    // take over another team's Envoys) and the conflict is reported on every claimant, in
+    // whichever namespaces they are, so the owner sees a squatter too.
     let mut gateways: Vec<_> = objects.gateways.iter().collect();
     gateways.sort_by_key(|g| {
         (
@@ -44,21 +46,50 @@ pub fn build(objects: &Objects, tenancy: &Tenancy) -> Snapshot {
             g.name_any(),
         )
     });
-    let mut claimed: BTreeMap<&str, String> = BTreeMap::new();
+    let mut claims: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+    for g in &gateways {
+        let id = (g.namespace().unwrap_or_default(), g.name_any());
+        claims.entry(&g.spec.node_cluster).or_default().push(id);
+    }
     for g in gateways {
         let (ns, name) = (g.namespace().unwrap_or_default(), g.name_any());
-        if let Some(owner) = claimed.get(g.spec.node_cluster.as_str()) {
-            let object = ObjectRef::new(Kind::Gateway, Some(&ns), name);
-            snapshot.problems.entry(object).or_default().push(Problem {
-                reason: Reason::NodeClusterConflict,
-                message: format!(
-                    "nodeCluster {:?} is already served by the older Gateway {owner}",
-                    g.spec.node_cluster
-                ),
-            });
-            continue;
+        let claimants = &claims[g.spec.node_cluster.as_str()];
+        let (owner_ns, owner) = &claimants[0];
+        let node_cluster = &g.spec.node_cluster;
+        if claimants.len() > 1 {
+            let others: Vec<String> = claimants
+                .iter()
+                .filter(|(n, m)| (n, m) != (&ns, &name))
+                .map(|(n, m)| format!("{n}/{m}"))
+                .collect();
+            let is_owner = (owner_ns, owner) == (&ns, &name);
+            let problem = if is_owner {
+                Problem {
+                    reason: Reason::NodeClusterContested,
+                    message: format!(
+                        "nodeCluster {node_cluster:?} is also claimed by {}, refused: this older Gateway keeps it",
+                        others.join(", ")
+                    ),
+                }
+            } else {
+                let across = if *owner_ns == ns {
+                    ""
+                } else {
+                    " in another namespace"
+                };
+                Problem {
+                    reason: Reason::NodeClusterConflict,
+                    message: format!(
+                        "nodeCluster {node_cluster:?} is already served by the older Gateway {owner_ns}/{owner}{across}"
+                    ),
+                }
+            };
+            let object = ObjectRef::new(Kind::Gateway, Some(&ns), name.clone());
+            snapshot.problems.entry(object).or_default().push(problem);
+            if !is_owner {
+                continue;
+            }
         }
-        claimed.insert(&g.spec.node_cluster, format!("{ns}/{name}"));
         add(ns, name, Spec::Gateway(g.spec.clone()));
     }
     for b in &objects.backends {
@@ -283,6 +314,31 @@ mod tests {
         let p = &s.problems[&key(Kind::Gateway, "b", "late")][0];
         assert_eq!(p.reason, Reason::NodeClusterConflict);
         assert!(p.message.contains("a/early"));
+        assert!(p.message.contains("another namespace"), "{p:?}");
+        // Reported on the owner too: a squatter in another namespace is never silent.
+        let owner = &s.problems[&key(Kind::Gateway, "a", "early")];
+        assert_eq!(owner.len(), 1, "{owner:?}");
+        assert_eq!(owner[0].reason, Reason::NodeClusterContested);
+        assert!(owner[0].message.contains("b/late"), "{owner:?}");
+    }
+
+    #[test]
+    fn within_a_namespace_the_oldest_wins_then_the_name() {
+        let objects = Objects {
+            gateways: vec![
+                gateway("a", "zeta", "edge", 100),
+                gateway("a", "alpha", "edge", 100),
+            ],
+            ..Default::default()
+        };
+        let s = build(&objects, &Tenancy::default());
+        let served: Vec<&String> = s.model.gateways.keys().collect();
+        assert_eq!(served, ["a/alpha"], "{:?}", s.problems);
+        let zeta = &s.problems[&key(Kind::Gateway, "a", "zeta")][0];
+        assert_eq!(zeta.reason, Reason::NodeClusterConflict);
+        assert!(!zeta.message.contains("another namespace"), "{zeta:?}");
+        let alpha = &s.problems[&key(Kind::Gateway, "a", "alpha")][0];
+        assert_eq!(alpha.reason, Reason::NodeClusterContested);
     }
 
     fn policy(ns: &str, name: &str, spec: serde_json::Value) -> Arc<BackendSecurityPolicyResource> {
