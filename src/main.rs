@@ -48,9 +48,9 @@ enum Command {
         /// (in-cluster config or KUBECONFIG) instead of --config.
         #[arg(long)]
         kubernetes: bool,
-        /// Kubernetes mode: watch only this namespace.
+        /// Kubernetes mode: watch only this namespace (repeatable; default: all namespaces).
         #[arg(long, requires = "kubernetes")]
-        namespace: Option<String>,
+        namespace: Vec<String>,
         /// Kubernetes mode: directories that *File fields may point into (repeatable). `DIR`
         /// gives each namespace its own `DIR/<namespace>`; `NS=DIR` gives DIR to namespace NS
         /// only. Tessera's own credentials must live outside every one of them.
@@ -163,7 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let state_dir = state_dir.unwrap_or_else(|| default_state_dir(&config, kubernetes));
             let endpoints = tessera::model::AllowedEndpoints::parse(&allow_endpoint)?;
             let kubernetes = kubernetes.then(|| tessera::source::kubernetes::KubeOptions {
-                namespace,
+                namespaces: namespace,
                 tenancy: tessera::source::kubernetes::Tenancy {
                     file_dirs: allow_file_dir,
                     endpoints,

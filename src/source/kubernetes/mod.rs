@@ -30,8 +30,8 @@ pub const CREDENTIAL_LABEL: &str = "tessera.dev/credential=true";
 /// Kubernetes-mode settings.
 #[derive(Debug, Clone)]
 pub struct KubeOptions {
-    /// Watch one namespace, or all.
-    pub namespace: Option<String>,
+    /// Watch these namespaces (each needs its own Role grants), or all when empty.
+    pub namespaces: Vec<String>,
     /// What each namespace's objects may point Tessera at.
     pub tenancy: Tenancy,
     /// Where the status-writer Lease lives.
@@ -47,12 +47,45 @@ enum Change {
     Secret,
 }
 
+/// One reflector store per watched namespace (or a single one for every namespace).
+pub struct Reflected<K>(Vec<Store<K>>)
+where
+    K: Resource + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone;
+
+impl<K> Clone for Reflected<K>
+where
+    K: Resource + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<K> Reflected<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    /// Every object of every store.
+    pub fn state(&self) -> Vec<Arc<K>> {
+        self.0.iter().flat_map(Store::state).collect()
+    }
+
+    /// Whether every store completed its first list (false if a reflector stopped before).
+    async fn wait_until_ready(&self) -> bool {
+        let ready = futures::future::join_all(self.0.iter().map(Store::wait_until_ready)).await;
+        ready.iter().all(Result::is_ok)
+    }
+}
+
 struct Stores {
-    gateways: Store<GatewayResource>,
-    backends: Store<BackendResource>,
-    policies: Store<BackendSecurityPolicyResource>,
-    routes: Store<RouteResource>,
-    secrets: Store<Secret>,
+    gateways: Reflected<GatewayResource>,
+    backends: Reflected<BackendResource>,
+    policies: Reflected<BackendSecurityPolicyResource>,
+    routes: Reflected<RouteResource>,
+    secrets: Reflected<Secret>,
 }
 
 impl Stores {
@@ -67,15 +100,37 @@ impl Stores {
     }
 }
 
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+/// One reflector of `K` per namespace in `namespaces`, or one for all when it is empty.
+fn reflect_in<K>(
+    client: &Client,
+    namespaces: &[String],
+    config: &watcher::Config,
+    change: Change,
+    changes: &mpsc::UnboundedSender<Change>,
+) -> Reflected<K>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
+    let apis: Vec<Api<K>> = if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+    Reflected(
+        apis.into_iter()
+            .map(|api| reflect(api, config.clone(), change, changes.clone()))
+            .collect(),
+    )
 }
 
 /// Starts a reflector for `K` (a task of its own); every event (including a re-list) notifies
@@ -118,22 +173,19 @@ pub struct KubeSource {
 }
 
 impl KubeSource {
-    /// Starts watching every kind (one reflector task each).
+    /// Starts watching every kind (one reflector task per kind and namespace).
     pub fn start(client: &Client, opts: &KubeOptions) -> Self {
         let (tx, changes) = mpsc::unbounded_channel();
-        let ns = opts.namespace.as_deref();
-        let any = watcher::Config::default;
+        let ns = &opts.namespaces;
+        let any = watcher::Config::default();
+        let labelled = watcher::Config::default().labels(CREDENTIAL_LABEL);
+        let config = Change::Config;
         let stores = Stores {
-            gateways: reflect(api(client, ns), any(), Change::Config, tx.clone()),
-            backends: reflect(api(client, ns), any(), Change::Config, tx.clone()),
-            policies: reflect(api(client, ns), any(), Change::Config, tx.clone()),
-            routes: reflect(api(client, ns), any(), Change::Config, tx.clone()),
-            secrets: reflect(
-                api(client, ns),
-                any().labels(CREDENTIAL_LABEL),
-                Change::Secret,
-                tx,
-            ),
+            gateways: reflect_in(client, ns, &any, config, &tx),
+            backends: reflect_in(client, ns, &any, config, &tx),
+            policies: reflect_in(client, ns, &any, config, &tx),
+            routes: reflect_in(client, ns, &any, config, &tx),
+            secrets: reflect_in(client, ns, &labelled, Change::Secret, &tx),
         };
         Self {
             stores,
@@ -176,7 +228,7 @@ impl KubeSource {
             s.secrets.wait_until_ready(),
         )
         .await;
-        if a.is_err() || b.is_err() || c.is_err() || d.is_err() || e.is_err() {
+        if !(a && b && c && d && e) {
             warn!("a Kubernetes reflector stopped before its first list");
             return;
         }
@@ -203,8 +255,8 @@ impl KubeSource {
 
 /// Read handles the status writer needs.
 pub struct StoreHandles {
-    pub gateways: Store<GatewayResource>,
-    pub backends: Store<BackendResource>,
-    pub policies: Store<BackendSecurityPolicyResource>,
-    pub routes: Store<RouteResource>,
+    pub gateways: Reflected<GatewayResource>,
+    pub backends: Reflected<BackendResource>,
+    pub policies: Reflected<BackendSecurityPolicyResource>,
+    pub routes: Reflected<RouteResource>,
 }
