@@ -343,8 +343,16 @@ async fn kubernetes_mode_watches_key_files(delta: bool) {
     let cr = |kind: &str, name: &str, spec: serde_json::Value| json!({"apiVersion": "tessera.dev/v1alpha1", "kind": kind, "metadata": {"name": name, "namespace": NS}, "spec": spec});
     let objects = [
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
-        cr("Gateway", "gw", json!({"nodeCluster": NODE_CLUSTER, "listeners": [{"name": "http", "port": listener, "address": "127.0.0.1"}]})),
-        cr("Backend", style.name(), json!({"provider": "OpenAI", "endpoint": mock.endpoint(), "securityPolicy": "openai-key"})),
+        cr(
+            "Gateway",
+            "gw",
+            json!({"nodeCluster": NODE_CLUSTER, "listeners": [{"name": "http", "port": listener, "address": "127.0.0.1"}]}),
+        ),
+        cr(
+            "Backend",
+            style.name(),
+            json!({"provider": "OpenAI", "endpoint": mock.endpoint(), "securityPolicy": "openai-key"}),
+        ),
         cr(
             "BackendSecurityPolicy",
             "openai-key",

@@ -358,8 +358,10 @@ async fn one_status_writer_at_a_time() {
     // replica-a stops renewing: age its last renewal past the lease duration (as the admin,
     // rather than waiting 15 s), and replica-b takes over.
     let admin: Api<Lease> = Api::namespaced(kube.client().await, SA_NAMESPACE);
-    let stale = k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(60);
-    let patch = json!({"spec": {"renewTime": stale.strftime("%Y-%m-%dT%H:%M:%S.000000Z").to_string()}});
+    let stale =
+        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(60);
+    let patch =
+        json!({"spec": {"renewTime": stale.strftime("%Y-%m-%dT%H:%M:%S.000000Z").to_string()}});
     admin
         .patch(LEASE_NAME, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -376,4 +378,82 @@ async fn one_status_writer_at_a_time() {
         !try_hold(&api, "replica-a").await.unwrap(),
         "the old holder does not take it back"
     );
+}
+
+/// The namespace-scoped install: `rbac-namespaced.yaml` with its Role per watched namespace,
+/// Tessera with `--namespace` twice. It serves and writes status in those namespaces, never
+/// needs a cluster-wide grant, and leaves every other namespace alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_scoped_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Some(bins) = require_kube("kubernetes namespace_scoped_install") else {
+        return;
+    };
+    let kube = KubeApiserver::start(bins, d).await;
+    kube.apply_crds().await;
+    kube.apply_file("config/kubernetes/namespace.yaml").await;
+    let rbac =
+        std::fs::read_to_string(repo().join("config/kubernetes/rbac-namespaced.yaml")).unwrap();
+    let watched = ["team-a", "team-c"];
+    for ns in watched.iter().chain(&["team-x"]) {
+        apply(
+            &kube,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await;
+    }
+    // As the install guide says: the file once per watched namespace.
+    for ns in watched {
+        kube.apply_yaml(&rbac.replace("namespace: team-a", &format!("namespace: {ns}")))
+            .await;
+    }
+    for (i, ns) in watched.iter().chain(&["team-x"]).enumerate() {
+        apply(
+            &kube,
+            cr(
+                "Backend",
+                ns,
+                "openai",
+                json!({"provider": "OpenAI", "endpoint": format!("http://127.0.0.1:{}", 9000 + i)}),
+            ),
+        )
+        .await;
+    }
+    let kubeconfig = kube.service_account_kubeconfig(SA_NAMESPACE, SA_NAME).await;
+    let sa = client_from(&kubeconfig).await;
+    assert_eq!(
+        Api::<Secret>::all(sa.clone())
+            .list(&Default::default())
+            .await
+            .err()
+            .map(|e| e.to_string().contains("forbidden")),
+        Some(true),
+        "no cluster-wide Secret list in the namespace-scoped install"
+    );
+    let kubeconfig_arg = kubeconfig.display().to_string();
+    let tessera = Tessera::start_with_env(
+        &d.join("unused"),
+        &[
+            "--kubernetes",
+            "--namespace",
+            "team-a",
+            "--namespace",
+            "team-c",
+        ],
+        &[("KUBECONFIG", &kubeconfig_arg)],
+    )
+    .await;
+    let admin = kube.client().await;
+    for ns in watched {
+        wait_condition(&admin, ("Backend", ns, "openai"), "Accepted", "True").await;
+    }
+    // Both were written, so status writing has had its turn: the unwatched one has none.
+    let untouched = cr_api(&admin, "team-x", "Backend")
+        .get("openai")
+        .await
+        .unwrap();
+    assert!(untouched.data.get("status").is_none(), "{untouched:?}");
+    let logs = tessera.logs();
+    assert!(!logs.contains("forbidden"), "{logs}");
 }
