@@ -95,6 +95,41 @@ async fn wait_condition(
     .await
 }
 
+/// One object's row of `kubectl get <plural>`: column name → cell, as the API server's Table
+/// rendering (the CRD's `additionalPrinterColumns`) gives it.
+async fn table_row(
+    client: &kube::Client,
+    ns: &str,
+    plural: &str,
+    name: &str,
+) -> std::collections::BTreeMap<String, Value> {
+    let request = http::Request::get(format!(
+        "/apis/tessera.dev/v1alpha1/namespaces/{ns}/{plural}"
+    ))
+    .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+    .body(Vec::new())
+    .unwrap();
+    let table: Value = serde_json::from_str(&client.request_text(request).await.unwrap()).unwrap();
+    let columns: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    let row = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["cells"][0] == name)
+        .unwrap_or_else(|| panic!("no row {name} in {table}"));
+    let cells = row["cells"].as_array().unwrap();
+    columns
+        .iter()
+        .map(|c| c.to_string())
+        .zip(cells.iter().cloned())
+        .collect()
+}
+
 /// The message of a condition, which must name `needle`.
 fn says(condition: &Value, needle: &str) {
     let message = condition["message"].as_str().unwrap_or_default();
@@ -179,6 +214,14 @@ async fn cluster_flow(mode: Mode) {
         !ready.to_string().contains("sk-k8s"),
         "no secret in status: {ready}"
     );
+
+    // `kubectl get backendsecuritypolicies` shows the conditions (the CRD's printer columns,
+    // as the API server renders them for kubectl).
+    let row = table_row(&admin, NS, "backendsecuritypolicies", "openai-key").await;
+    assert_eq!(row["Type"], "APIKey", "{row:?}");
+    assert_eq!(row["Accepted"], "True", "{row:?}");
+    assert_eq!(row["Ready"], "True", "{row:?}");
+    assert_eq!(row["Credential"], ready["message"], "{row:?}");
 
     // A Secret update is one SDS update: the next requests carry the new key, no cluster change.
     let modified = envoy.stat("cluster_manager.cluster_modified").await;
