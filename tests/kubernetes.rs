@@ -130,6 +130,44 @@ async fn table_row(
         .collect()
 }
 
+/// Stores a Gateway whose `listeners` is a string: the Gateway CRD's `spec` schema is made
+/// schemaless for the create, then put back as shipped.
+async fn store_unreadable_gateway(kube: &KubeApiserver, ns: &str, name: &str) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(kube.client().await);
+    let shipped = crds.get("gateways.tessera.dev").await.unwrap();
+    let mut loose = serde_json::to_value(&shipped).unwrap();
+    loose["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"] =
+        json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+    let loose: CustomResourceDefinition = serde_json::from_value(loose).unwrap();
+    crds.replace("gateways.tessera.dev", &Default::default(), &loose)
+        .await
+        .unwrap();
+    let gateways = cr_api(&kube.client().await, ns, "Gateway");
+    let bad: DynamicObject = serde_json::from_value(cr(
+        "Gateway",
+        ns,
+        name,
+        json!({"nodeCluster": "elsewhere", "listeners": "oops"}),
+    ))
+    .unwrap();
+    // The API server takes a moment to serve the looser schema.
+    eventually("the unreadable Gateway stored", DEADLINE, || async {
+        gateways.create(&Default::default(), &bad).await.ok()
+    })
+    .await;
+    let mut restored = shipped;
+    restored.metadata.resource_version = crds
+        .get("gateways.tessera.dev")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    crds.replace("gateways.tessera.dev", &Default::default(), &restored)
+        .await
+        .unwrap();
+}
+
 /// The message of a condition, which must name `needle`.
 fn says(condition: &Value, needle: &str) {
     let message = condition["message"].as_str().unwrap_or_default();
@@ -296,6 +334,14 @@ async fn cluster_flow(mode: Mode) {
         assert_eq!(refused["reason"], "NotAllowed", "{name}: {refused}");
         says(&refused, flag);
     }
+    // A Gateway the API server stored but Tessera's types cannot read (created while the CRD
+    // schema was looser, as after a CRD downgrade): reported, and the Gateway watch goes on
+    // (the squatter below is only seen through it).
+    store_unreadable_gateway(&kube, NS, "mangled").await;
+    let mangled = wait_condition(&admin, ("Gateway", NS, "mangled"), "Accepted", "False").await;
+    assert_eq!(mangled["reason"], "Invalid", "{mangled}");
+    says(&mangled, "spec.listeners");
+
     // Squatting team-a's nodeCluster: the newcomer is refused, and team-a is told.
     apply(&kube, cr("Gateway", EVIL, "squat", json!({"nodeCluster": "k8s-gateway", "listeners": [{"name": "http", "port": port(), "address": "127.0.0.1"}]}))).await;
     let squat = wait_condition(&admin, ("Gateway", EVIL, "squat"), "Accepted", "False").await;

@@ -20,6 +20,8 @@ pub struct Objects {
     pub policies: Vec<Arc<BackendSecurityPolicyResource>>,
     pub routes: Vec<Arc<RouteResource>>,
     pub secrets: Vec<Arc<Secret>>,
+    /// Objects Tessera's types could not read, with why.
+    pub unreadable: Vec<(ObjectRef, String)>,
 }
 
 pub use crate::source::Snapshot;
@@ -28,6 +30,17 @@ pub use crate::source::Snapshot;
 /// `<namespace>/<name>` so xDS resource names carry the namespace.
 pub fn build(objects: &Objects, tenancy: &Tenancy) -> Snapshot {
     let mut snapshot = Snapshot::default();
+    for (object, error) in &objects.unreadable {
+        let problem = Problem {
+            reason: Reason::Invalid,
+            message: format!("unreadable: {error}"),
+        };
+        snapshot
+            .problems
+            .entry(object.clone())
+            .or_default()
+            .push(problem);
+    }
     let mut by_namespace: BTreeMap<String, Vec<Object>> = BTreeMap::new();
     let mut add = |ns: String, name: String, spec: Spec| {
         let list = by_namespace.entry(ns.clone()).or_default();
@@ -380,6 +393,10 @@ mod tests {
                 secret("a", "binary", "k", &[0xff, 0xfe]),
                 secret("a", "text", "k", b"sk-1"),
             ],
+            unreadable: vec![(
+                key(Kind::Route, "a", "mangled"),
+                "spec.rules: invalid type: string \"x\", expected a sequence".into(),
+            )],
         };
         let tenancy = Tenancy {
             file_dirs: vec!["a=/".parse().unwrap()],
@@ -408,6 +425,12 @@ mod tests {
         assert_eq!(value("a/binary"), None);
         assert_eq!(value("a/text").as_deref(), Some("sk-1"));
         assert!(s.model.routes.contains_key("a/chat"), "the rest serves");
-        assert_eq!(s.problems.len(), 2, "{:?}", s.problems);
+        let mangled = &s.problems[&key(Kind::Route, "a", "mangled")];
+        assert_eq!(mangled[0].reason, Reason::Invalid);
+        assert!(
+            mangled[0].message.starts_with("unreadable: spec.rules"),
+            "{mangled:?}"
+        );
+        assert_eq!(s.problems.len(), 3, "{:?}", s.problems);
     }
 }

@@ -3,16 +3,19 @@
 //! time (`lease`, `status`, both started by `app` beside this source).
 
 mod convert;
+mod guard;
 pub mod lease;
 pub mod status;
 mod tenancy;
 
 pub use convert::{Objects, Snapshot, build};
+pub use guard::{Guarded, Unreadable};
 pub use tenancy::{AllowedDir, BadAllowedDir, Tenancy};
 
 use super::Update;
 use super::debounce::{self, Urgency};
 use crate::api::{BackendResource, BackendSecurityPolicyResource, GatewayResource, RouteResource};
+use crate::source::load::{Kind, ObjectRef};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{self, Store};
@@ -81,23 +84,49 @@ where
 }
 
 struct Stores {
-    gateways: Reflected<GatewayResource>,
-    backends: Reflected<BackendResource>,
-    policies: Reflected<BackendSecurityPolicyResource>,
-    routes: Reflected<RouteResource>,
+    gateways: Reflected<Guarded<GatewayResource>>,
+    backends: Reflected<Guarded<BackendResource>>,
+    policies: Reflected<Guarded<BackendSecurityPolicyResource>>,
+    routes: Reflected<Guarded<RouteResource>>,
     secrets: Reflected<Secret>,
 }
 
 impl Stores {
     fn objects(&self) -> Objects {
+        let mut unreadable = Vec::new();
         Objects {
-            gateways: self.gateways.state(),
-            backends: self.backends.state(),
-            policies: self.policies.state(),
-            routes: self.routes.state(),
+            gateways: split(Kind::Gateway, self.gateways.state(), &mut unreadable),
+            backends: split(Kind::Backend, self.backends.state(), &mut unreadable),
+            policies: split(
+                Kind::BackendSecurityPolicy,
+                self.policies.state(),
+                &mut unreadable,
+            ),
+            routes: split(Kind::Route, self.routes.state(), &mut unreadable),
             secrets: self.secrets.state(),
+            unreadable,
         }
     }
+}
+
+/// The readable objects of one kind; the others go to `unreadable`, named.
+fn split<K: Clone>(
+    kind: Kind,
+    objects: Vec<Arc<Guarded<K>>>,
+    unreadable: &mut Vec<(ObjectRef, String)>,
+) -> Vec<Arc<K>> {
+    let mut readable = Vec::new();
+    for o in objects {
+        match &o.0 {
+            Ok(object) => readable.push(Arc::new(object.clone())),
+            Err(u) => {
+                let ns = u.metadata.namespace.as_deref();
+                let name = u.metadata.name.clone().unwrap_or_default();
+                unreadable.push((ObjectRef::new(kind, ns, name), u.error.clone()));
+            }
+        }
+    }
+    readable
 }
 
 /// One reflector of `K` per namespace in `namespaces`, or one for all when it is empty.
@@ -255,8 +284,8 @@ impl KubeSource {
 
 /// Read handles the status writer needs.
 pub struct StoreHandles {
-    pub gateways: Reflected<GatewayResource>,
-    pub backends: Reflected<BackendResource>,
-    pub policies: Reflected<BackendSecurityPolicyResource>,
-    pub routes: Reflected<RouteResource>,
+    pub gateways: Reflected<Guarded<GatewayResource>>,
+    pub backends: Reflected<Guarded<BackendResource>>,
+    pub policies: Reflected<Guarded<BackendSecurityPolicyResource>>,
+    pub routes: Reflected<Guarded<RouteResource>>,
 }

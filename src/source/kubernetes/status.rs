@@ -2,8 +2,8 @@
 //! `ResolvedRefs` and, on policies, `CredentialReady` (with expiry and last error; never a
 //! secret value). Only changed statuses are patched.
 
-use super::StoreHandles;
 use super::convert::Snapshot;
+use super::{Guarded, StoreHandles};
 use crate::credentials::{Closed, CredentialState, Revocation, StatusBoard};
 use crate::source::load::{Kind, ObjectRef};
 use crate::source::{Problem, Reason};
@@ -65,7 +65,7 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    async fn sync<K>(&self, obj: &K, kind: Kind, credential: bool)
+    async fn sync<K>(&self, obj: &Guarded<K>, kind: Kind, credential: bool)
     where
         K: Resource<Scope = NamespaceResourceScope>
             + Clone
@@ -87,10 +87,7 @@ impl Ctx<'_> {
         if credential {
             conditions.push(self.credential_ready(&ns, &name, problems.is_empty(), generation));
         }
-        let current = serde_json::to_value(obj)
-            .ok()
-            .and_then(|v| v.get("status").cloned())
-            .unwrap_or(Json::Null);
+        let current = obj.status();
         // Keep lastTransitionTime where a condition's status did not change.
         let now = k8s_openapi::jiff::Timestamp::now().to_string();
         for c in &mut conditions {
@@ -106,7 +103,8 @@ impl Ctx<'_> {
         if desired == current {
             return;
         }
-        let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
+        // Guarded: the reply to patching an unreadable object must decode too.
+        let api: Api<Guarded<K>> = Api::namespaced(self.client.clone(), &ns);
         let patch = Patch::Merge(json!({"status": desired}));
         match api
             .patch_status(&name, &PatchParams::default(), &patch)
