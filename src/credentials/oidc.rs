@@ -189,7 +189,7 @@ mod tests {
             client_secret: KeySource::File(secret),
             scopes: vec![],
             audience: "a".into(),
-            allowed_token_endpoints: Some(AllowedEndpoints::parse(allowed).unwrap()),
+            allowed_token_endpoints: Some(Box::new(AllowedEndpoints::parse(allowed).unwrap())),
         };
         TokenGetter::new(TokenSource::Oidc(client), identity_client().unwrap())
     }

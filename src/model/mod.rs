@@ -212,7 +212,7 @@ pub struct OidcClient {
     pub audience: String,
     /// Under `--allow-endpoint`, the origins a discovered token endpoint must be at (checked
     /// before the client secret is sent); `None` outside Kubernetes mode.
-    pub allowed_token_endpoints: Option<AllowedEndpoints>,
+    pub allowed_token_endpoints: Option<Box<AllowedEndpoints>>,
 }
 
 /// How to find the token endpoint.

@@ -257,7 +257,7 @@ pub(super) fn oidc_client(
         client_secret: client_secret?,
         scopes: spec.scopes.unwrap_or_default(),
         audience: spec.audience.unwrap_or_else(|| default_audience.to_owned()),
-        allowed_token_endpoints: e.restrictions.endpoints.clone(),
+        allowed_token_endpoints: e.restrictions.endpoints.clone().map(Box::new),
     })
 }
 
