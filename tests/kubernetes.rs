@@ -546,3 +546,79 @@ async fn namespace_scoped_install() {
     let logs = tessera.logs();
     assert!(!logs.contains("forbidden"), "{logs}");
 }
+
+/// The CRDs' own rules (bounds, patterns, CEL) refuse at the API server what Tessera would
+/// refuse later, and accept what it accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crd_rules_hold_on_the_api_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(kube) = cluster("kubernetes crd_rules", dir.path(), &[NS]).await else {
+        return;
+    };
+    let admin = kube.client().await;
+    let create = |kind: &'static str, name: &'static str, spec: Value| {
+        let admin = admin.clone();
+        async move {
+            let object: DynamicObject = serde_json::from_value(cr(kind, NS, name, spec)).unwrap();
+            cr_api(&admin, NS, kind)
+                .create(&Default::default(), &object)
+                .await
+                .map(|_| ())
+        }
+    };
+    let refused = |result: kube::Result<()>| match result {
+        Err(kube::Error::Api(status)) => (status.code, status.message),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    // Exactly one key source (CEL).
+    let (code, message) = refused(
+        create(
+            "BackendSecurityPolicy",
+            "two-sources",
+            json!({"type": "APIKey", "apiKey": {"file": "/k", "secretRef": {"name": "s", "key": "k"}}}),
+        )
+        .await,
+    );
+    assert_eq!(code, 422, "{message}");
+    assert!(
+        message.contains("needs exactly one of file and secretRef"),
+        "{message}"
+    );
+    // A port out of range (bounds).
+    let (code, message) = refused(
+        create(
+            "Gateway",
+            "port",
+            json!({"nodeCluster": "gw", "listeners": [{"name": "http", "port": 70000}]}),
+        )
+        .await,
+    );
+    assert_eq!(code, 422, "{message}");
+    assert!(message.contains("port"), "{message}");
+    // A duration that is not one (pattern).
+    let (code, message) = refused(
+        create(
+            "BackendSecurityPolicy",
+            "duration",
+            json!({"type": "AWSCredentials", "awsCredentials": {"region": "us-east-1",
+                "credentialsFile": "/c", "refresh": {"maxBackoff": "soon"}}}),
+        )
+        .await,
+    );
+    assert_eq!(code, 422, "{message}");
+    // And the valid ones go through.
+    create(
+        "BackendSecurityPolicy",
+        "one-source",
+        json!({"type": "APIKey", "apiKey": {"secretRef": {"name": "s", "key": "k"}}}),
+    )
+    .await
+    .unwrap();
+    create(
+        "Gateway",
+        "gw",
+        json!({"nodeCluster": "gw", "listeners": [{"name": "http", "port": 10000}]}),
+    )
+    .await
+    .unwrap();
+}
