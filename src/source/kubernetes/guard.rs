@@ -19,6 +19,7 @@ pub struct Guarded<K>(pub Result<K, Unreadable>);
 pub struct Unreadable {
     /// The first field that failed and why (`spec.listeners[0].port: invalid type: ...`).
     pub error: String,
+    /// Its name, namespace and generation, which status needs.
     pub metadata: ObjectMeta,
     /// The status last written, so the writer patches only when it changes.
     pub status: Json,

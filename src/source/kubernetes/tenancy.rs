@@ -64,6 +64,7 @@ fn is_dns_label(s: &str) -> bool {
 /// The operator's limits for every namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tenancy {
+    /// `--allow-file-dir` entries.
     pub file_dirs: Vec<AllowedDir>,
     /// Origins endpoint overrides (and discovered token endpoints) may be at.
     pub endpoints: AllowedEndpoints,
