@@ -104,6 +104,10 @@ pub struct Metadata {
     version = "v1alpha1",
     kind = "Gateway",
     root = "GatewayResource",
+    printcolumn = r#"{"name": "NodeCluster", "type": "string", "jsonPath": ".spec.nodeCluster"}"#,
+    printcolumn = r#"{"name": "Accepted", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name": "Conflicted", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Conflicted\")].status"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
     namespaced,
     status = "ObjectStatus",
     shortname = "tgw"
@@ -184,6 +188,10 @@ pub enum Provider {
     version = "v1alpha1",
     kind = "Backend",
     root = "BackendResource",
+    printcolumn = r#"{"name": "Provider", "type": "string", "jsonPath": ".spec.provider"}"#,
+    printcolumn = r#"{"name": "Endpoint", "type": "string", "jsonPath": ".spec.endpoint"}"#,
+    printcolumn = r#"{"name": "Accepted", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
     namespaced,
     status = "ObjectStatus"
 )]
@@ -226,6 +234,12 @@ pub enum PolicyType {
     version = "v1alpha1",
     kind = "BackendSecurityPolicy",
     root = "BackendSecurityPolicyResource",
+    printcolumn = r#"{"name": "Type", "type": "string", "jsonPath": ".spec.type"}"#,
+    printcolumn = r#"{"name": "Accepted", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"CredentialReady\")].status"}"#,
+    printcolumn = r#"{"name": "Credential", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"CredentialReady\")].message"}"#,
+    printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Accepted\")].reason", "priority": 1}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
     namespaced,
     status = "ObjectStatus",
     shortname = "bsp"
@@ -395,6 +409,10 @@ pub struct SecretKeyRef {
     version = "v1alpha1",
     kind = "Route",
     root = "RouteResource",
+    printcolumn = r#"{"name": "Gateway", "type": "string", "jsonPath": ".spec.gateway"}"#,
+    printcolumn = r#"{"name": "Accepted", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name": "ResolvedRefs", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"ResolvedRefs\")].status"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
     namespaced,
     status = "ObjectStatus"
 )]

@@ -60,14 +60,17 @@ enum Command {
         /// (in-cluster config or KUBECONFIG) instead of --config.
         #[arg(long)]
         kubernetes: bool,
-        /// Kubernetes mode: watch only this namespace.
+        /// Kubernetes mode: watch only this namespace (repeatable; default: all namespaces).
         #[arg(long, requires = "kubernetes")]
-        namespace: Option<String>,
-        /// Kubernetes mode: directories that *File fields may point into (repeatable).
+        namespace: Vec<String>,
+        /// Kubernetes mode: directories that *File fields may point into (repeatable). `DIR`
+        /// gives each namespace its own `DIR/<namespace>`; `NS=DIR` gives DIR to namespace NS
+        /// only. Tessera's own credentials must live outside every one of them.
         #[arg(long, requires = "kubernetes")]
-        allow_file_dir: Vec<PathBuf>,
-        /// Kubernetes mode: URL prefixes allowed for stsEndpoint, authorityHost, issuer and
-        /// tokenEndpoint (repeatable); none means no override is allowed.
+        allow_file_dir: Vec<tessera::source::kubernetes::AllowedDir>,
+        /// Kubernetes mode: origins (scheme://host[:port]) allowed for stsEndpoint,
+        /// authorityHost, issuer, tokenEndpoint and discovered token endpoints (repeatable);
+        /// none means no override is allowed.
         #[arg(long, requires = "kubernetes")]
         allow_endpoint: Vec<String>,
         /// Kubernetes mode: namespace of the Lease that elects the status writer.
@@ -217,11 +220,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             init_logging();
             let state_dir = state_dir.unwrap_or_else(|| default_state_dir(&config, kubernetes));
+            let endpoints = tessera::model::AllowedEndpoints::parse(&allow_endpoint)?;
             let kubernetes = kubernetes.then(|| tessera::source::kubernetes::KubeOptions {
-                namespace,
-                restrictions: tessera::source::Restrictions {
-                    file_dirs: Some(allow_file_dir),
-                    endpoints: Some(allow_endpoint),
+                namespaces: namespace,
+                tenancy: tessera::source::kubernetes::Tenancy {
+                    file_dirs: allow_file_dir,
+                    endpoints,
                     cross_namespace_xds_clients: allow_cross_namespace_xds_clients,
                 },
                 lease_namespace,

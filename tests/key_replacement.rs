@@ -326,54 +326,56 @@ async fn kubernetes_mode_watches_key_files(delta: bool) {
         return;
     };
     const NS: &str = "team-k";
-    let crs = format!("/apis/tessera.dev/v1alpha1/namespaces/{NS}");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let kube = FakeKube::start(d).await;
+    let Some(bins) = kube_apiserver::require_kube("kubernetes_mode_watches_key_files") else {
+        return;
+    };
+    let kube = kube_apiserver::KubeApiserver::start(bins, d).await;
+    kube.apply_shipped().await;
     let mock = Mock::start(d, "openai").await;
     let listener = port();
-    // A Secret volume mounted under the allowed directory, as kubelet lays it out.
+    // A Secret volume mounted under the namespace's allowed directory, as kubelet lays it out.
     let allowed = d.join("secrets");
-    let volume = allowed.join("openai");
+    let volume = allowed.join(NS).join("openai");
     let style = Style::DataSymlinkSwap;
     let key = style.create(&volume, "k-0");
-    let cr = |kind: &str, name: &str, spec: serde_json::Value| json!({"apiVersion": "tessera.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec});
-    kube.create(
-        "/api/v1/namespaces",
+    let cr = |kind: &str, name: &str, spec: serde_json::Value| json!({"apiVersion": "tessera.dev/v1alpha1", "kind": kind, "metadata": {"name": name, "namespace": NS}, "spec": spec});
+    let objects = [
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
-    )
-    .await;
-    kube.create(
-        &format!("{crs}/gateways"),
-        cr("Gateway", "gw", json!({"nodeCluster": NODE_CLUSTER, "listeners": [{"name": "http", "port": listener, "address": "127.0.0.1"}]})),
-    )
-    .await;
-    kube.create(&format!("{crs}/backends"), cr("Backend", style.name(), json!({"provider": "OpenAI", "endpoint": mock.endpoint(), "securityPolicy": "openai-key"}))).await;
-    kube.create(
-        &format!("{crs}/backendsecuritypolicies"),
+        cr(
+            "Gateway",
+            "gw",
+            json!({"nodeCluster": NODE_CLUSTER, "listeners": [{"name": "http", "port": listener, "address": "127.0.0.1"}]}),
+        ),
+        cr(
+            "Backend",
+            style.name(),
+            json!({"provider": "OpenAI", "endpoint": mock.endpoint(), "securityPolicy": "openai-key"}),
+        ),
         cr(
             "BackendSecurityPolicy",
             "openai-key",
             json!({"type": "APIKey", "apiKey": {"file": key.display().to_string()}}),
         ),
-    )
-    .await;
-    kube.create(
-        &format!("{crs}/routes"),
         cr(
             "Route",
             "chat",
             json!({"gateway": "gw", "rules": [{"backends": [{"name": style.name()}]}]}),
         ),
-    )
-    .await;
-    let kubeconfig = kube.kubeconfig.display().to_string();
+    ];
+    for object in objects {
+        kube.apply_yaml(&object.to_string()).await;
+    }
+    let kubeconfig = kube
+        .service_account_kubeconfig("tessera-system", "tessera")
+        .await
+        .display()
+        .to_string();
     let tessera = Tessera::start_with_env(
         &d.join("unused"),
         &[
             "--kubernetes",
-            "--lease-namespace",
-            NS,
             "--allow-file-dir",
             &allowed.display().to_string(),
         ],

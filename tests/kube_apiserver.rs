@@ -297,8 +297,8 @@ stringData: {openai: sk-team-b}
         );
     }
 
-    // Grants Tessera's code never exercises (list+watch reflectors, merge-patched status):
-    // reported, not asserted, until the RBAC is trimmed to what these tests prove is needed.
+    // Grants Tessera's code never exercises (list+watch reflectors, merge-patched status)
+    // are not in the shipped RBAC; TokenReview (Envoys with ServiceAccount tokens) is.
     let mut unused = Vec::new();
     for (verb, group, resource, ns) in [
         ("get", "", "secrets", Some("kube-system")),
@@ -309,9 +309,14 @@ stringData: {openai: sk-team-b}
             unused.push(format!("{verb} {resource} in {}", ns.unwrap_or("*")));
         }
     }
-    eprintln!(
+    assert!(
+        unused.is_empty(),
         "shipped RBAC grants Tessera's code does not use: {}",
         unused.join("; ")
+    );
+    assert!(
+        may(&sa, "create", "authentication.k8s.io", "tokenreviews", None).await,
+        "create tokenreviews"
     );
 }
 

@@ -111,9 +111,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // One TLS crypto provider for every client (OIDC grants, STS): aws-lc-rs. It may already be
     // installed when serving in-process (tests); that is fine.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let http = reqwest::Client::builder()
-        .timeout(crate::credentials::rotator::ATTEMPT_TIMEOUT)
-        .build()
+    let http = crate::credentials::oidc::identity_client()
         .context("cannot build the HTTP client for identity providers")?;
     let state = Arc::new(AppState::default());
     state

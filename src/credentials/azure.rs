@@ -36,6 +36,8 @@ impl AzureMinter {
                     .map_err(|e| MintError::Setup(format!("caFile: {e}")))?;
                 reqwest::Client::builder()
                     .tls_certs_merge(certs)
+                    // A token request follows no redirect: it would carry the secret elsewhere.
+                    .redirect(reqwest::redirect::Policy::none())
                     .timeout(super::rotator::ATTEMPT_TIMEOUT)
                     .build()
                     .map_err(|e| MintError::Setup(format!("HTTP client: {e}")))?

@@ -51,6 +51,15 @@ impl TokenGetter {
 
     async fn grant(&mut self, client: &OidcClient) -> Result<SecretString, MintError> {
         let endpoint = self.endpoint(&client.endpoint).await?;
+        // Discovery is the issuer's word, not the operator's: a discovered token endpoint must
+        // be allowed too before the client secret goes there.
+        if let Some(allowed) = &client.allowed_token_endpoints
+            && !allowed.allows(&endpoint)
+        {
+            return Err(MintError::Oidc(format!(
+                "token endpoint {endpoint:?} is not an endpoint the operator allowed (--allow-endpoint)"
+            )));
+        }
         let secret = read_secret(&client.client_secret).map_err(MintError::ClientSecret)?;
         let mut form = vec![
             ("grant_type", "client_credentials".to_owned()),
@@ -121,6 +130,15 @@ impl TokenGetter {
     }
 }
 
+/// The HTTP client for identity providers (OIDC, Entra): one attempt's timeout, and no
+/// redirects, since a token request carries a secret that a redirect would take elsewhere.
+pub fn identity_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(super::rotator::ATTEMPT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 // reqwest errors repeat the URL, which the message already names.
 fn without_url(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
@@ -128,4 +146,87 @@ fn without_url(e: &reqwest::Error) -> String {
         s = s.replace(&format!(" for url ({url})"), "");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AllowedEndpoints, KeySource};
+    use axum::Router;
+    use axum::routing::{get, post};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Serves `router` on a loopback port; returns its base URL.
+    async fn serve(router: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    /// A token endpoint that counts the grants it receives.
+    async fn counting_token_endpoint() -> (String, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        let base = serve(Router::new().route(
+            "/token",
+            post(move || {
+                h.fetch_add(1, Ordering::SeqCst);
+                async { axum::Json(serde_json::json!({"access_token": "stolen"})) }
+            }),
+        ))
+        .await;
+        (base, hits)
+    }
+
+    fn getter(endpoint: OidcEndpoint, allowed: &[&str], dir: &std::path::Path) -> TokenGetter {
+        let secret = dir.join("client-secret");
+        std::fs::write(&secret, "s3cret").unwrap();
+        let client = OidcClient {
+            endpoint,
+            client_id: "c".into(),
+            client_secret: KeySource::File(secret),
+            scopes: vec![],
+            audience: "a".into(),
+            allowed_token_endpoints: Some(Box::new(AllowedEndpoints::parse(allowed).unwrap())),
+        };
+        TokenGetter::new(TokenSource::Oidc(client), identity_client().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_discovered_token_endpoint_must_be_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (evil, hits) = counting_token_endpoint().await;
+        let discovery = serde_json::json!({"token_endpoint": format!("{evil}/token")});
+        let issuer = serve(Router::new().route(
+            "/.well-known/openid-configuration",
+            get(move || async move { axum::Json(discovery) }),
+        ))
+        .await;
+        let mut g = getter(OidcEndpoint::Issuer(issuer.clone()), &[&issuer], dir.path());
+        let err = g.get().await.err().unwrap().to_string();
+        assert!(err.contains("--allow-endpoint"), "{err}");
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "no secret was sent");
+    }
+
+    #[tokio::test]
+    async fn token_requests_follow_no_redirect() {
+        let dir = tempfile::tempdir().unwrap();
+        let (evil, hits) = counting_token_endpoint().await;
+        let target = format!("{evil}/token");
+        let redirecting = serve(Router::new().route(
+            "/token",
+            post(move || async move { axum::response::Redirect::temporary(&target) }),
+        ))
+        .await;
+        let endpoint = OidcEndpoint::TokenEndpoint(format!("{redirecting}/token"));
+        let mut g = getter(endpoint, &[&redirecting, &evil], dir.path());
+        assert!(g.get().await.is_err(), "a redirect is an error");
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            0,
+            "the redirect was not followed"
+        );
+    }
 }

@@ -3,8 +3,10 @@
 //! Sources (YAML files, Kubernetes objects) produce a [`Model`]; `translate` turns it into Envoy
 //! resources. Nothing here does I/O or knows about protobuf.
 
+mod endpoints;
 mod secret;
 
+pub use endpoints::{AllowedEndpoints, BadAllowedEndpoint};
 pub use secret::SecretString;
 
 use serde::Serialize;
@@ -222,6 +224,9 @@ pub struct OidcClient {
     pub client_secret: KeySource,
     pub scopes: Vec<String>,
     pub audience: String,
+    /// Under `--allow-endpoint`, the origins a discovered token endpoint must be at (checked
+    /// before the client secret is sent); `None` outside Kubernetes mode.
+    pub allowed_token_endpoints: Option<Box<AllowedEndpoints>>,
 }
 
 /// How to find the token endpoint.

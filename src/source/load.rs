@@ -6,7 +6,7 @@
 //! [`load`] is all or nothing; [`load_partial`] leaves out invalid objects, and then whatever
 //! depends on them, and returns the rest with a problem for each object left out.
 
-use crate::model::Model;
+use crate::model::{AllowedEndpoints, Model};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -38,9 +38,9 @@ pub struct Loaded {
 pub struct Restrictions {
     /// When set, every file path must be absolute and lie under one of these directories.
     pub file_dirs: Option<Vec<PathBuf>>,
-    /// When set, endpoint overrides (STS, OIDC issuer/token endpoint, Entra authority) must
-    /// start with one of these prefixes.
-    pub endpoints: Option<Vec<String>>,
+    /// When set, endpoint overrides (STS, OIDC issuer/token endpoint, Entra authority) and
+    /// token endpoints found by OIDC discovery must be at one of these origins.
+    pub endpoints: Option<AllowedEndpoints>,
     /// Whether a Gateway's `xdsClients` may name ServiceAccounts of other namespaces
     /// (`--allow-cross-namespace-xds-clients`); only objects with a namespace are checked.
     pub cross_namespace_xds_clients: bool,

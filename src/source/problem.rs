@@ -14,6 +14,8 @@ pub enum Reason {
     RefNotFound,
     /// An older Gateway serves the same `nodeCluster`.
     NodeClusterConflict,
+    /// This Gateway serves its `nodeCluster`, which newer Gateways claim too (it stays in use).
+    NodeClusterContested,
 }
 
 impl From<ErrorClass> for Reason {

@@ -2,10 +2,11 @@
 //! every object that could not be used. The typed specs go to the loader as they are; an
 //! invalid object is left out (and told why in its status) and never blocks the others.
 
+use super::Tenancy;
 use crate::api::{BackendResource, BackendSecurityPolicyResource, GatewayResource, RouteResource};
 use crate::model::{KeySource, Model, PolicyKind};
 use crate::source::load::{self, Kind, Object, ObjectRef, Origin, SecretData, Spec};
-use crate::source::{Problem, Reason, Restrictions};
+use crate::source::{Problem, Reason};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
@@ -19,14 +20,27 @@ pub struct Objects {
     pub policies: Vec<Arc<BackendSecurityPolicyResource>>,
     pub routes: Vec<Arc<RouteResource>>,
     pub secrets: Vec<Arc<Secret>>,
+    /// Objects Tessera's types could not read, with why.
+    pub unreadable: Vec<(ObjectRef, String)>,
 }
 
 pub use crate::source::Snapshot;
 
 /// Builds the snapshot: references resolve within a namespace; model names become
 /// `<namespace>/<name>` so xDS resource names carry the namespace.
-pub fn build(objects: &Objects, restrictions: &Restrictions) -> Snapshot {
+pub fn build(objects: &Objects, tenancy: &Tenancy) -> Snapshot {
     let mut snapshot = Snapshot::default();
+    for (object, error) in &objects.unreadable {
+        let problem = Problem {
+            reason: Reason::Invalid,
+            message: format!("unreadable: {error}"),
+        };
+        snapshot
+            .problems
+            .entry(object.clone())
+            .or_default()
+            .push(problem);
+    }
     let mut by_namespace: BTreeMap<String, Vec<Object>> = BTreeMap::new();
     let mut add = |ns: String, name: String, spec: Spec| {
         let list = by_namespace.entry(ns.clone()).or_default();
@@ -34,7 +48,9 @@ pub fn build(objects: &Objects, restrictions: &Restrictions) -> Snapshot {
         let origin = Origin::new(format!("namespace {ns}"), list.len() + 1);
         list.push(Object::new(origin, Some(&ns), &name, spec));
     };
-    // Two Gateways claiming one nodeCluster: the oldest keeps it.
+    // Two Gateways claiming one nodeCluster: the oldest keeps serving it (so a newcomer cannot
+    // take over another team's Envoys) and the conflict is reported on every claimant, in
+    // whichever namespaces they are, so the owner sees a squatter too.
     let mut gateways: Vec<_> = objects.gateways.iter().collect();
     gateways.sort_by_key(|g| {
         (
@@ -43,21 +59,50 @@ pub fn build(objects: &Objects, restrictions: &Restrictions) -> Snapshot {
             g.name_any(),
         )
     });
-    let mut claimed: BTreeMap<&str, String> = BTreeMap::new();
+    let mut claims: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+    for g in &gateways {
+        let id = (g.namespace().unwrap_or_default(), g.name_any());
+        claims.entry(&g.spec.node_cluster).or_default().push(id);
+    }
     for g in gateways {
         let (ns, name) = (g.namespace().unwrap_or_default(), g.name_any());
-        if let Some(owner) = claimed.get(g.spec.node_cluster.as_str()) {
-            let object = ObjectRef::new(Kind::Gateway, Some(&ns), name);
-            snapshot.problems.entry(object).or_default().push(Problem {
-                reason: Reason::NodeClusterConflict,
-                message: format!(
-                    "nodeCluster {:?} is already served by the older Gateway {owner}",
-                    g.spec.node_cluster
-                ),
-            });
-            continue;
+        let claimants = &claims[g.spec.node_cluster.as_str()];
+        let (owner_ns, owner) = &claimants[0];
+        let node_cluster = &g.spec.node_cluster;
+        if claimants.len() > 1 {
+            let others: Vec<String> = claimants
+                .iter()
+                .filter(|(n, m)| (n, m) != (&ns, &name))
+                .map(|(n, m)| format!("{n}/{m}"))
+                .collect();
+            let is_owner = (owner_ns, owner) == (&ns, &name);
+            let problem = if is_owner {
+                Problem {
+                    reason: Reason::NodeClusterContested,
+                    message: format!(
+                        "nodeCluster {node_cluster:?} is also claimed by {}, refused: this older Gateway keeps it",
+                        others.join(", ")
+                    ),
+                }
+            } else {
+                let across = if *owner_ns == ns {
+                    ""
+                } else {
+                    " in another namespace"
+                };
+                Problem {
+                    reason: Reason::NodeClusterConflict,
+                    message: format!(
+                        "nodeCluster {node_cluster:?} is already served by the older Gateway {owner_ns}/{owner}{across}"
+                    ),
+                }
+            };
+            let object = ObjectRef::new(Kind::Gateway, Some(&ns), name.clone());
+            snapshot.problems.entry(object).or_default().push(problem);
+            if !is_owner {
+                continue;
+            }
         }
-        claimed.insert(&g.spec.node_cluster, format!("{ns}/{name}"));
         add(ns, name, Spec::Gateway(g.spec.clone()));
     }
     for b in &objects.backends {
@@ -79,7 +124,7 @@ pub fn build(objects: &Objects, restrictions: &Restrictions) -> Snapshot {
         add(s.namespace().unwrap_or_default(), s.name_any(), spec);
     }
     for (ns, objects) in by_namespace {
-        let partial = load::load_partial(&objects, restrictions);
+        let partial = load::load_partial(&objects, &tenancy.restrictions(&ns));
         for error in &partial.errors {
             let Some(object) = &error.object else {
                 continue;
@@ -225,7 +270,7 @@ mod tests {
             routes: vec![route("a", &["openai"]), route("b", &["openai"])],
             ..Default::default()
         };
-        let s = build(&objects, &Restrictions::default());
+        let s = build(&objects, &Tenancy::default());
         assert!(s.problems.is_empty(), "{:?}", s.problems);
         assert_eq!(
             s.model.routes["a/chat"].rules[0].backends[0].name,
@@ -251,16 +296,16 @@ mod tests {
                 ..Default::default()
             }
         };
-        let s = build(&listing("a"), &Restrictions::default());
+        let s = build(&listing("a"), &Tenancy::default());
         assert!(s.model.gateways.contains_key("a/gw"), "{:?}", s.problems);
-        let s = build(&listing("b"), &Restrictions::default());
+        let s = build(&listing("b"), &Tenancy::default());
         assert!(!s.model.gateways.contains_key("a/gw"));
         let refused = &s.problems[&key(Kind::Gateway, "a", "gw")];
         assert_eq!(refused[0].reason, Reason::NotAllowed, "{refused:?}");
         assert!(refused[0].message.contains("b/envoy"), "{refused:?}");
-        let allowed = Restrictions {
+        let allowed = Tenancy {
             cross_namespace_xds_clients: true,
-            ..Restrictions::default()
+            ..Tenancy::default()
         };
         let s = build(&listing("b"), &allowed);
         assert!(s.model.gateways.contains_key("a/gw"), "{:?}", s.problems);
@@ -277,7 +322,7 @@ mod tests {
             routes: vec![route("a", &["good"])],
             ..Default::default()
         };
-        let s = build(&objects, &Restrictions::default());
+        let s = build(&objects, &Tenancy::default());
         assert!(s.model.backends.contains_key("a/good"));
         assert!(!s.model.backends.contains_key("a/bad"));
         let bad = &s.problems[&key(Kind::Backend, "a", "bad")];
@@ -288,7 +333,7 @@ mod tests {
             routes: vec![route("a", &["good", "bad"])],
             ..objects
         };
-        let s = build(&objects, &Restrictions::default());
+        let s = build(&objects, &Tenancy::default());
         assert!(s.model.routes.is_empty());
         let chat = &s.problems[&key(Kind::Route, "a", "chat")];
         assert!(
@@ -308,12 +353,37 @@ mod tests {
             ],
             ..Default::default()
         };
-        let s = build(&objects, &Restrictions::default());
+        let s = build(&objects, &Tenancy::default());
         assert!(s.model.gateways.contains_key("a/early"));
         assert!(!s.model.gateways.contains_key("b/late"));
         let p = &s.problems[&key(Kind::Gateway, "b", "late")][0];
         assert_eq!(p.reason, Reason::NodeClusterConflict);
         assert!(p.message.contains("a/early"));
+        assert!(p.message.contains("another namespace"), "{p:?}");
+        // Reported on the owner too: a squatter in another namespace is never silent.
+        let owner = &s.problems[&key(Kind::Gateway, "a", "early")];
+        assert_eq!(owner.len(), 1, "{owner:?}");
+        assert_eq!(owner[0].reason, Reason::NodeClusterContested);
+        assert!(owner[0].message.contains("b/late"), "{owner:?}");
+    }
+
+    #[test]
+    fn within_a_namespace_the_oldest_wins_then_the_name() {
+        let objects = Objects {
+            gateways: vec![
+                gateway("a", "zeta", "edge", 100),
+                gateway("a", "alpha", "edge", 100),
+            ],
+            ..Default::default()
+        };
+        let s = build(&objects, &Tenancy::default());
+        let served: Vec<&String> = s.model.gateways.keys().collect();
+        assert_eq!(served, ["a/alpha"], "{:?}", s.problems);
+        let zeta = &s.problems[&key(Kind::Gateway, "a", "zeta")][0];
+        assert_eq!(zeta.reason, Reason::NodeClusterConflict);
+        assert!(!zeta.message.contains("another namespace"), "{zeta:?}");
+        let alpha = &s.problems[&key(Kind::Gateway, "a", "alpha")][0];
+        assert_eq!(alpha.reason, Reason::NodeClusterContested);
     }
 
     fn policy(ns: &str, name: &str, spec: serde_json::Value) -> Arc<BackendSecurityPolicyResource> {
@@ -355,13 +425,16 @@ mod tests {
                 secret("a", "binary", "k", &[0xff, 0xfe]),
                 secret("a", "text", "k", b"sk-1"),
             ],
+            unreadable: vec![(
+                key(Kind::Route, "a", "mangled"),
+                "spec.rules: invalid type: string \"x\", expected a sequence".into(),
+            )],
         };
-        let restrictions = Restrictions {
-            file_dirs: Some(vec!["/".into()]),
-            endpoints: Some(vec![]),
-            ..Restrictions::default()
+        let tenancy = Tenancy {
+            file_dirs: vec!["a=/".parse().unwrap()],
+            ..Tenancy::default()
         };
-        let s = build(&objects, &restrictions);
+        let s = build(&objects, &tenancy);
         let overflow = &s.problems[&key(Kind::BackendSecurityPolicy, "a", "overflow")];
         assert_eq!(overflow.len(), 1, "{overflow:?}");
         assert_eq!(overflow[0].reason, Reason::Invalid);
@@ -384,6 +457,12 @@ mod tests {
         assert_eq!(value("a/binary"), None);
         assert_eq!(value("a/text").as_deref(), Some("sk-1"));
         assert!(s.model.routes.contains_key("a/chat"), "the rest serves");
-        assert_eq!(s.problems.len(), 2, "{:?}", s.problems);
+        let mangled = &s.problems[&key(Kind::Route, "a", "mangled")];
+        assert_eq!(mangled[0].reason, Reason::Invalid);
+        assert!(
+            mangled[0].message.starts_with("unreadable: spec.rules"),
+            "{mangled:?}"
+        );
+        assert_eq!(s.problems.len(), 3, "{:?}", s.problems);
     }
 }

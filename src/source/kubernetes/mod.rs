@@ -3,15 +3,19 @@
 //! time (`lease`, `status`, both started by `app` beside this source).
 
 mod convert;
+mod guard;
 pub mod lease;
 pub mod status;
+mod tenancy;
 
 pub use convert::{Objects, Snapshot, build};
+pub use guard::{Guarded, Unreadable};
+pub use tenancy::{AllowedDir, BadAllowedDir, Tenancy};
 
 use super::Update;
 use super::debounce::{self, Urgency};
 use crate::api::{BackendResource, BackendSecurityPolicyResource, GatewayResource, RouteResource};
-use crate::source::Restrictions;
+use crate::source::load::{Kind, ObjectRef};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{self, Store};
@@ -29,9 +33,10 @@ pub const CREDENTIAL_LABEL: &str = "tessera.dev/credential=true";
 /// Kubernetes-mode settings.
 #[derive(Debug, Clone)]
 pub struct KubeOptions {
-    /// Watch one namespace, or all.
-    pub namespace: Option<String>,
-    pub restrictions: Restrictions,
+    /// Watch these namespaces (each needs its own Role grants), or all when empty.
+    pub namespaces: Vec<String>,
+    /// What each namespace's objects may point Tessera at.
+    pub tenancy: Tenancy,
     /// Where the status-writer Lease lives.
     pub lease_namespace: String,
     /// This replica's identity in the Lease.
@@ -45,35 +50,116 @@ enum Change {
     Secret,
 }
 
+/// One reflector store per watched namespace (or a single one for every namespace).
+pub struct Reflected<K>(Vec<Store<K>>)
+where
+    K: Resource + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone;
+
+impl<K> Clone for Reflected<K>
+where
+    K: Resource + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<K> Reflected<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    /// Every object of every store.
+    pub fn state(&self) -> Vec<Arc<K>> {
+        self.0.iter().flat_map(Store::state).collect()
+    }
+
+    /// Whether every store completed its first list (false if a reflector stopped before).
+    async fn wait_until_ready(&self) -> bool {
+        let ready = futures::future::join_all(self.0.iter().map(Store::wait_until_ready)).await;
+        ready.iter().all(Result::is_ok)
+    }
+}
+
 struct Stores {
-    gateways: Store<GatewayResource>,
-    backends: Store<BackendResource>,
-    policies: Store<BackendSecurityPolicyResource>,
-    routes: Store<RouteResource>,
-    secrets: Store<Secret>,
+    gateways: Reflected<Guarded<GatewayResource>>,
+    backends: Reflected<Guarded<BackendResource>>,
+    policies: Reflected<Guarded<BackendSecurityPolicyResource>>,
+    routes: Reflected<Guarded<RouteResource>>,
+    secrets: Reflected<Secret>,
 }
 
 impl Stores {
     fn objects(&self) -> Objects {
+        let mut unreadable = Vec::new();
         Objects {
-            gateways: self.gateways.state(),
-            backends: self.backends.state(),
-            policies: self.policies.state(),
-            routes: self.routes.state(),
+            gateways: split(Kind::Gateway, self.gateways.state(), &mut unreadable),
+            backends: split(Kind::Backend, self.backends.state(), &mut unreadable),
+            policies: split(
+                Kind::BackendSecurityPolicy,
+                self.policies.state(),
+                &mut unreadable,
+            ),
+            routes: split(Kind::Route, self.routes.state(), &mut unreadable),
             secrets: self.secrets.state(),
+            unreadable,
         }
     }
 }
 
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+/// The readable objects of one kind; the others go to `unreadable`, named.
+fn split<K: Clone>(
+    kind: Kind,
+    objects: Vec<Arc<Guarded<K>>>,
+    unreadable: &mut Vec<(ObjectRef, String)>,
+) -> Vec<Arc<K>> {
+    let mut readable = Vec::new();
+    for o in objects {
+        match &o.0 {
+            Ok(object) => readable.push(Arc::new(object.clone())),
+            Err(u) => {
+                let ns = u.metadata.namespace.as_deref();
+                let name = u.metadata.name.clone().unwrap_or_default();
+                unreadable.push((ObjectRef::new(kind, ns, name), u.error.clone()));
+            }
+        }
     }
+    readable
+}
+
+/// One reflector of `K` per namespace in `namespaces`, or one for all when it is empty.
+fn reflect_in<K>(
+    client: &Client,
+    namespaces: &[String],
+    config: &watcher::Config,
+    change: Change,
+    changes: &mpsc::UnboundedSender<Change>,
+) -> Reflected<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let apis: Vec<Api<K>> = if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+    Reflected(
+        apis.into_iter()
+            .map(|api| reflect(api, config.clone(), change, changes.clone()))
+            .collect(),
+    )
 }
 
 /// Starts a reflector for `K` (a task of its own); every event (including a re-list) notifies
@@ -111,32 +197,29 @@ where
 pub struct KubeSource {
     stores: Stores,
     changes: mpsc::UnboundedReceiver<Change>,
-    restrictions: Restrictions,
+    tenancy: Tenancy,
     listed: watch::Sender<bool>,
 }
 
 impl KubeSource {
-    /// Starts watching every kind (one reflector task each).
+    /// Starts watching every kind (one reflector task per kind and namespace).
     pub fn start(client: &Client, opts: &KubeOptions) -> Self {
         let (tx, changes) = mpsc::unbounded_channel();
-        let ns = opts.namespace.as_deref();
-        let any = watcher::Config::default;
+        let ns = &opts.namespaces;
+        let any = watcher::Config::default();
+        let labelled = watcher::Config::default().labels(CREDENTIAL_LABEL);
+        let config = Change::Config;
         let stores = Stores {
-            gateways: reflect(api(client, ns), any(), Change::Config, tx.clone()),
-            backends: reflect(api(client, ns), any(), Change::Config, tx.clone()),
-            policies: reflect(api(client, ns), any(), Change::Config, tx.clone()),
-            routes: reflect(api(client, ns), any(), Change::Config, tx.clone()),
-            secrets: reflect(
-                api(client, ns),
-                any().labels(CREDENTIAL_LABEL),
-                Change::Secret,
-                tx,
-            ),
+            gateways: reflect_in(client, ns, &any, config, &tx),
+            backends: reflect_in(client, ns, &any, config, &tx),
+            policies: reflect_in(client, ns, &any, config, &tx),
+            routes: reflect_in(client, ns, &any, config, &tx),
+            secrets: reflect_in(client, ns, &labelled, Change::Secret, &tx),
         };
         Self {
             stores,
             changes,
-            restrictions: opts.restrictions.clone(),
+            tenancy: opts.tenancy.clone(),
             listed: watch::channel(false).0,
         }
     }
@@ -174,7 +257,7 @@ impl KubeSource {
             s.secrets.wait_until_ready(),
         )
         .await;
-        if a.is_err() || b.is_err() || c.is_err() || d.is_err() || e.is_err() {
+        if !(a && b && c && d && e) {
             warn!("a Kubernetes reflector stopped before its first list");
             return;
         }
@@ -183,7 +266,7 @@ impl KubeSource {
         // What arrived during the lists is in the first snapshot already.
         while self.changes.try_recv().is_ok() {}
         loop {
-            let snapshot = Arc::new(build(&self.stores.objects(), &self.restrictions));
+            let snapshot = Arc::new(build(&self.stores.objects(), &self.tenancy));
             let _ = status.send(snapshot.clone());
             if updates.send(Update::Snapshot(snapshot)).await.is_err() {
                 return;
@@ -201,8 +284,8 @@ impl KubeSource {
 
 /// Read handles the status writer needs.
 pub struct StoreHandles {
-    pub gateways: Store<GatewayResource>,
-    pub backends: Store<BackendResource>,
-    pub policies: Store<BackendSecurityPolicyResource>,
-    pub routes: Store<RouteResource>,
+    pub gateways: Reflected<Guarded<GatewayResource>>,
+    pub backends: Reflected<Guarded<BackendResource>>,
+    pub policies: Reflected<Guarded<BackendSecurityPolicyResource>>,
+    pub routes: Reflected<Guarded<RouteResource>>,
 }

@@ -2,8 +2,8 @@
 //! `ResolvedRefs` and, on policies, `CredentialReady` (with expiry and last error; never a
 //! secret value). Only changed statuses are patched.
 
-use super::StoreHandles;
 use super::convert::Snapshot;
+use super::{Guarded, StoreHandles};
 use crate::credentials::{Closed, CredentialState, Revocation, StatusBoard};
 use crate::source::load::{Kind, ObjectRef};
 use crate::source::{Problem, Reason};
@@ -65,7 +65,7 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    async fn sync<K>(&self, obj: &K, kind: Kind, credential: bool)
+    async fn sync<K>(&self, obj: &Guarded<K>, kind: Kind, credential: bool)
     where
         K: Resource<Scope = NamespaceResourceScope>
             + Clone
@@ -83,14 +83,11 @@ impl Ctx<'_> {
             .cloned()
             .unwrap_or_default();
         let generation = obj.meta().generation;
-        let mut conditions = conditions(&problems, generation).to_vec();
+        let mut conditions = conditions(&problems, generation);
         if credential {
             conditions.push(self.credential_ready(&ns, &name, problems.is_empty(), generation));
         }
-        let current = serde_json::to_value(obj)
-            .ok()
-            .and_then(|v| v.get("status").cloned())
-            .unwrap_or(Json::Null);
+        let current = obj.status();
         // Keep lastTransitionTime where a condition's status did not change.
         let now = k8s_openapi::jiff::Timestamp::now().to_string();
         for c in &mut conditions {
@@ -106,7 +103,8 @@ impl Ctx<'_> {
         if desired == current {
             return;
         }
-        let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
+        // Guarded: the reply to patching an unreadable object must decode too.
+        let api: Api<Guarded<K>> = Api::namespaced(self.client.clone(), &ns);
         let patch = Patch::Merge(json!({"status": desired}));
         match api
             .patch_status(&name, &PatchParams::default(), &patch)
@@ -183,13 +181,27 @@ fn condition_of(reason: Reason) -> (&'static str, &'static str) {
         Reason::Invalid => ("Accepted", "Invalid"),
         Reason::NotAllowed => ("Accepted", "NotAllowed"),
         Reason::NodeClusterConflict => ("Accepted", "NodeClusterConflict"),
+        Reason::NodeClusterContested => ("Conflicted", "NodeClusterConflict"),
         Reason::RefNotFound => ("ResolvedRefs", "RefNotFound"),
     }
 }
 
-/// `Accepted` and `ResolvedRefs`: each False with the first problem that concerns it.
-fn conditions(problems: &[Problem], generation: Option<i64>) -> [Json; 2] {
-    ["Accepted", "ResolvedRefs"].map(|kind| {
+/// `Accepted` and `ResolvedRefs`: each False with the first problem that concerns it; and
+/// `Conflicted=True` on a Gateway that keeps a `nodeCluster` others claim too.
+fn conditions(problems: &[Problem], generation: Option<i64>) -> Vec<Json> {
+    let contested = problems
+        .iter()
+        .find(|p| p.reason == Reason::NodeClusterContested)
+        .map(|p| {
+            cond(
+                "Conflicted",
+                "True",
+                "NodeClusterConflict",
+                &p.message,
+                generation,
+            )
+        });
+    let main = ["Accepted", "ResolvedRefs"].map(|kind| {
         let first = problems.iter().find(|p| condition_of(p.reason).0 == kind);
         match first {
             Some(p) => cond(
@@ -201,7 +213,8 @@ fn conditions(problems: &[Problem], generation: Option<i64>) -> [Json; 2] {
             ),
             None => cond(kind, "True", kind, "", generation),
         }
-    })
+    });
+    main.into_iter().chain(contested).collect()
 }
 
 fn cond(kind: &str, status: &str, reason: &str, message: &str, generation: Option<i64>) -> Json {
@@ -239,15 +252,17 @@ mod tests {
     /// (status of Accepted, status of ResolvedRefs, reason of the False one).
     fn outcome(class: ErrorClass, message: &str) -> (String, String, String) {
         let problems = [Problem::from(&error(class, message))];
-        let [accepted, resolved] = conditions(&problems, Some(3));
+        let [accepted, resolved] = &conditions(&problems, Some(3))[..] else {
+            panic!("two conditions")
+        };
         assert_eq!(accepted["observedGeneration"], 3);
-        let reason = [&accepted, &resolved]
+        let reason = [accepted, resolved]
             .into_iter()
             .find(|c| c["status"] == "False")
             .map(|c| c["reason"].as_str().unwrap_or_default().to_owned())
             .unwrap_or_default();
         let status = |c: &Json| c["status"].as_str().unwrap_or_default().to_owned();
-        (status(&accepted), status(&resolved), reason)
+        (status(accepted), status(resolved), reason)
     }
 
     #[test]
@@ -276,8 +291,23 @@ mod tests {
     }
 
     #[test]
+    fn a_contested_gateway_stays_accepted_and_says_conflicted() {
+        let problems = [Problem {
+            reason: Reason::NodeClusterContested,
+            message: "also claimed by b/late".into(),
+        }];
+        let conditions = conditions(&problems, Some(1));
+        let find = |t: &str| conditions.iter().find(|c| c["type"] == t).unwrap();
+        assert_eq!(find("Accepted")["status"], "True");
+        assert_eq!(find("Conflicted")["status"], "True");
+        assert_eq!(find("Conflicted")["message"], "also claimed by b/late");
+    }
+
+    #[test]
     fn no_problem_means_both_conditions_true() {
-        let [accepted, resolved] = conditions(&[], None);
+        let [accepted, resolved] = &conditions(&[], None)[..] else {
+            panic!("two conditions")
+        };
         assert_eq!(
             (&accepted["status"], &accepted["reason"]),
             (&json!("True"), &json!("Accepted"))

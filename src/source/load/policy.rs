@@ -257,6 +257,7 @@ pub(super) fn oidc_client(
         client_secret: client_secret?,
         scopes: spec.scopes.unwrap_or_default(),
         audience: spec.audience.unwrap_or_else(|| default_audience.to_owned()),
+        allowed_token_endpoints: e.restrictions.endpoints.clone().map(Box::new),
     })
 }
 
@@ -284,6 +285,9 @@ pub(super) fn azure(
             format!("{:?} is not a client id", spec.client_id),
         );
     }
+    // An override receives the client secret or the federated token: like every endpoint
+    // override it must be one the operator allowed. Entra's public authority is the default.
+    let overridden = spec.authority_host.is_some();
     let authority_host = spec
         .authority_host
         .unwrap_or_else(|| DEFAULT_AZURE_AUTHORITY.into());
@@ -292,6 +296,8 @@ pub(super) fn azure(
             format!("{AT}.authorityHost"),
             format!("{authority_host:?} must be an https URL"),
         );
+    } else if overridden && let Err(m) = e.allow_endpoint(&authority_host) {
+        e.err(format!("{AT}.authorityHost"), m);
     }
     let ca_pem = spec.ca_file.and_then(|file| {
         let path = match e.resolve(&file) {

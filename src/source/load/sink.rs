@@ -92,14 +92,12 @@ impl Sink<'_> {
         }
     }
 
-    /// Under restrictions, an endpoint override must start with an allowed prefix.
+    /// Under restrictions, an endpoint override must be at an allowed origin.
     pub(super) fn allow_endpoint(&self, url: &str) -> Result<(), Fault> {
         match &self.restrictions.endpoints {
-            Some(allowed) if !allowed.iter().any(|a| url.starts_with(a.as_str())) => {
-                Err(Fault::not_allowed(format!(
-                    "{url:?} is not an endpoint the operator allowed (--allow-endpoint)"
-                )))
-            }
+            Some(allowed) if !allowed.allows(url) => Err(Fault::not_allowed(format!(
+                "{url:?} is not an endpoint the operator allowed (--allow-endpoint)"
+            ))),
             _ => Ok(()),
         }
     }

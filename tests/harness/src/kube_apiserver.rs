@@ -356,6 +356,13 @@ impl KubeApiserver {
     /// Applies the manifests as shipped: every `config/crd/*.yaml` (then waits until each CRD
     /// is Established), `config/kubernetes/namespace.yaml` and `rbac.yaml`.
     pub async fn apply_shipped(&self) {
+        self.apply_crds().await;
+        self.apply_file("config/kubernetes/namespace.yaml").await;
+        self.apply_file("config/kubernetes/rbac.yaml").await;
+    }
+
+    /// Applies every `config/crd/*.yaml` and waits until each CRD is Established.
+    pub async fn apply_crds(&self) {
         let mut crds: Vec<PathBuf> = std::fs::read_dir(crate::repo().join("config/crd"))
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -385,8 +392,6 @@ impl KubeApiserver {
                 .unwrap_or_else(|_| panic!("CRD {name} not Established"))
                 .unwrap();
         }
-        self.apply_file("config/kubernetes/namespace.yaml").await;
-        self.apply_file("config/kubernetes/rbac.yaml").await;
     }
 
     /// Mints a token for a ServiceAccount with the TokenRequest API (as the admin). No

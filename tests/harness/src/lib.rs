@@ -8,7 +8,6 @@
 
 mod envoy;
 mod http;
-mod kube;
 pub mod kube_apiserver;
 mod peers;
 mod pki;
@@ -19,7 +18,6 @@ mod util;
 
 pub use envoy::{Envoy, EnvoyOptions, Mode, envoy, envoy_binary, require_envoy};
 pub use http::{Reply, get_json, http, send, wait_ok};
-pub use kube::FakeKube;
 pub use peers::{AwsPeers, Entra, Issuer, Mock, verify_jwt};
 pub use pki::Pki;
 pub use stack::{NODE_CLUSTER, Setup, Stack, StackBuilder};

@@ -132,13 +132,39 @@ fn each_error_has_the_class_of_its_problem() {
                 inside.display()
             ),
         ),
+        // Today's Entra token goes to the authority: an override must be allowed like any.
+        named(
+            "BackendSecurityPolicy",
+            "authority",
+            &format!(
+                "{{type: AzureCredentials, azureCredentials: {{tenantId: t, clientId: c, clientSecretFile: {}, authorityHost: https://login.evil.example}}}}",
+                inside.display()
+            ),
+        ),
+        // Origins compare parsed, not as text prefixes.
+        named(
+            "BackendSecurityPolicy",
+            "lookalike",
+            &format!(
+                "{{type: AWSCredentials, awsCredentials: {{region: us-east-1, stsEndpoint: https://sts.amazonaws.com.evil.net, oidcExchangeToken: {{roleArn: arn:aws:iam::1:role/r, tokenFile: {}}}}}}}",
+                inside.display()
+            ),
+        ),
+        named(
+            "BackendSecurityPolicy",
+            "allowed-sts",
+            &format!(
+                "{{type: AWSCredentials, awsCredentials: {{region: us-east-1, stsEndpoint: https://sts.amazonaws.com/, oidcExchangeToken: {{roleArn: arn:aws:iam::1:role/r, tokenFile: {}}}}}}}",
+                inside.display()
+            ),
+        ),
         named("Route", "lost", "{gateway: nope, rules: [{backends: [{name: nope}]}]}"),
         named("Backend", "ftp", "{provider: OpenAI, endpoint: ftp://h}"),
     ]
     .join("---\n");
     let restrictions = Restrictions {
         file_dirs: Some(vec![allowed.path().to_path_buf()]),
-        endpoints: Some(vec!["https://sts.amazonaws.com".into()]),
+        endpoints: Some(AllowedEndpoints::parse(&["https://sts.amazonaws.com"]).unwrap()),
         ..Restrictions::default()
     };
     let (p, _) = partial(&[("c.yaml", &docs)], &restrictions);
@@ -151,9 +177,12 @@ fn each_error_has_the_class_of_its_problem() {
     assert_eq!(class("relative"), [NotAllowed]);
     assert_eq!(class("inside"), []);
     assert_eq!(class("sts"), [NotAllowed]);
+    assert_eq!(class("authority"), [NotAllowed]);
+    assert_eq!(class("lookalike"), [NotAllowed]);
+    assert_eq!(class("allowed-sts"), []);
     assert_eq!(class("lost"), [MissingReference, MissingReference]);
     assert_eq!(class("ftp"), [Invalid]);
-    assert_eq!(keys(&p.model.policies), ["inside"]);
+    assert_eq!(keys(&p.model.policies), ["allowed-sts", "inside"]);
 }
 
 #[test]
