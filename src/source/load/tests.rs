@@ -611,6 +611,7 @@ fn full_config_loads_into_the_model() {
         name: name.into(),
         address: address.into(),
         port,
+        max_request_bytes: crate::api::DEFAULT_MAX_REQUEST_BYTES,
     };
     let gateways = [
         Gateway {
@@ -711,6 +712,7 @@ fn full_config_loads_into_the_model() {
     let weighted = |name: &str, weight| WeightedBackend {
         name: name.into(),
         weight,
+        priority: 0,
     };
     let route = Route {
         name: "chat".into(),
@@ -721,13 +723,16 @@ fn full_config_loads_into_the_model() {
                     Match {
                         path_prefix: Some("/v1/".into()),
                         headers: vec![header("x-ai-model", "claude")],
+                        model: None,
                     },
                     Match {
                         path_prefix: None,
                         headers: vec![header("x-provider", "anthropic")],
+                        model: None,
                     },
                 ],
                 backends: vec![weighted("claude", 1)],
+                retry: crate::model::Retry::once(),
             },
             Rule {
                 matches: vec![],
@@ -736,6 +741,7 @@ fn full_config_loads_into_the_model() {
                     weighted("local", 0),
                     weighted("mistral", 1),
                 ],
+                retry: crate::model::Retry::once(),
             },
         ],
     };
@@ -943,7 +949,8 @@ fn example_config_loads() {
         [Listener {
             name: "http".into(),
             address: "127.0.0.1".into(),
-            port: 10000
+            port: 10000,
+            max_request_bytes: crate::api::DEFAULT_MAX_REQUEST_BYTES,
         }]
     );
     for (backend, provider) in [("openai", P::OpenAI), ("anthropic", P::Anthropic)] {
