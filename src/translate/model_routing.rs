@@ -563,6 +563,30 @@ mod tests {
     }
 
     #[test]
+    fn retries_follow_the_rule_and_failover_refreshes_the_cluster() {
+        let once = Retry::once();
+        assert!(retry_policy(&once, false).is_none());
+        let retry = Retry {
+            attempts: 3,
+            on: vec![RetryOn::ServerError, RetryOn::RateLimited],
+            per_try_timeout: std::time::Duration::from_secs(30),
+        };
+        let p = retry_policy(&retry, true).unwrap();
+        assert_eq!(p.retry_on, "5xx,retriable-status-codes");
+        assert_eq!(p.retriable_status_codes, [429]);
+        assert_eq!(p.num_retries.unwrap().value, 2);
+        assert!(p.refresh_cluster_on_retry);
+        let single = std::time::Duration::from_secs(300);
+        // Three 30 s tries fit in the 300 s default; 3 × 200 s would not.
+        assert_eq!(route_timeout(&retry, single).seconds, 300);
+        let slow = Retry {
+            per_try_timeout: std::time::Duration::from_secs(200),
+            ..retry
+        };
+        assert_eq!(route_timeout(&slow, single).seconds, 600);
+    }
+
+    #[test]
     fn priority_group_encodes_with_envoy_field_numbers() {
         use prost::Message;
         let config = priority_group::PriorityGroupClusterSpecifier {

@@ -383,6 +383,32 @@ fn each_rule_names_file_document_object_and_field() {
             ),
             r#"spec.rules[0].matches[0].headers[1].name: "a b" is not"#,
         ),
+        (
+            rule("{matches: [{model: a, modelPrefix: b}], backends: [{name: openai}]}"),
+            "spec.rules[0].matches[0]: model and modelPrefix exclude each other",
+        ),
+        (
+            rule(
+                "{backends: [{name: openai, priority: 0}, {name: openai, priority: 1, weight: 0}]}",
+            ),
+            "spec.rules[0].backends: every weight of priority 1 is 0",
+        ),
+        (
+            rule("{backends: [{name: openai}], retry: {on: [5xx, 500]}}"),
+            r#"spec.rules[0].retry.on[1]: "500" is not one of 5xx, 429, connect-failure, reset"#,
+        ),
+        (
+            rule("{backends: [{name: openai}], retry: {perTryTimeout: 2h}}"),
+            r#"spec.rules[0].retry.perTryTimeout: "2h" is longer than 1h"#,
+        ),
+        (
+            rule("{backends: [{name: openai}], retry: {attempts: 0}}"),
+            "spec.rules[0].retry.attempts",
+        ),
+        (
+            rule("{backends: [{name: openai, priority: 16}]}"),
+            "spec.rules[0].backends[0].priority",
+        ),
     ];
     for (yaml, expected) in cases {
         expect_one_error(&yaml, expected);
