@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 // LLM responses (long generations, streams) routinely outlast Envoy's 15 s default.
 const ROUTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+const ROUTER: &str = "envoy.filters.http.router";
 
 /// The listener of one gateway listener; routes arrive separately over RDS. `body_routing`
 /// adds the filters that read the model from the request (see `model_routing`).
@@ -37,7 +38,7 @@ pub fn listener(gateway: &Gateway, l: &crate::model::Listener, body_routing: boo
             route_config_name: names::route_config(&gateway.name, &l.name),
         })),
         http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".to_owned(),
+            name: ROUTER.to_owned(),
             config_type: Some(http_filter::ConfigType::TypedConfig(to_any(
                 &Router::default(),
             ))),
@@ -47,13 +48,19 @@ pub fn listener(gateway: &Gateway, l: &crate::model::Listener, body_routing: boo
     };
     // --- model routing hook: filters before the router, JSON 413 ---
     if body_routing {
-        let router = hcm.http_filters.pop();
-        hcm.http_filters.extend(model_routing::http_filters());
-        hcm.http_filters.extend(router);
-        hcm.local_reply_config = Some(LocalReplyConfig {
-            mappers: model_routing::local_reply_mappers(),
-            ..Default::default()
-        });
+        // After client authentication (a 401 needs no body), before per-route RBAC and the
+        // router: both look the route up again once the model is known.
+        let at = hcm
+            .http_filters
+            .iter()
+            .position(|f| f.name == "envoy.filters.http.rbac" || f.name == ROUTER)
+            .unwrap_or(hcm.http_filters.len());
+        hcm.http_filters
+            .splice(at..at, model_routing::http_filters());
+        hcm.local_reply_config
+            .get_or_insert_with(LocalReplyConfig::default)
+            .mappers
+            .extend(model_routing::local_reply_mappers());
     }
     // --- end model routing hook ---
     let buffer_limit =
