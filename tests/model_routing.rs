@@ -311,7 +311,13 @@ async fn failover_uses_each_backends_own_credential(mode: Mode) {
     for failure in ["503", "429", "close"] {
         clear(&s).await;
         s.mock("openai").fail(failure).await;
-        let r = post(&s, "/v1/chat/completions", &[], &chat("gpt-4o")).await;
+        // Client-sent credentials of any provider, SigV4 ones included, reach no backend.
+        let client_headers = [
+            ("authorization", "Bearer sk-client-x"),
+            ("x-api-key", "sk-client-x"),
+            ("x-amz-security-token", "sk-client-token"),
+        ];
+        let r = post(&s, "/v1/chat/completions", &client_headers, &chat("gpt-4o")).await;
         assert_eq!(r.status, 200, "primary {failure}: {}", r.body);
         assert_eq!(r.provider().as_deref(), Some("azure"), "primary {failure}");
         one_request_with_own_key(&s, "openai", "authorization", "Bearer sk-openai").await;
@@ -321,6 +327,7 @@ async fn failover_uses_each_backends_own_credential(mode: Mode) {
             "{}",
             all_values(&req)
         );
+        assert!(!all_values(&req).contains("x-amz-"), "{}", all_values(&req));
         assert_eq!(
             header(&req, "host"),
             [azure_host.as_str()],
