@@ -25,6 +25,7 @@ fn model(backends: usize) -> Model {
                 name: "http".into(),
                 address: "0.0.0.0".into(),
                 port: 10000,
+                max_request_bytes: tessera::api::DEFAULT_MAX_REQUEST_BYTES,
             }],
             ca_bundle_path: "/etc/ssl/certs/ca-certificates.crt".into(),
             xds_clients: Vec::new(),
@@ -68,8 +69,14 @@ fn model(backends: usize) -> Model {
                     name: "x-ai-model".into(),
                     value: format!("model-{i}"),
                 }],
+                model: None,
             }],
-            backends: vec![WeightedBackend { name, weight: 1 }],
+            backends: vec![WeightedBackend {
+                name,
+                weight: 1,
+                priority: 0,
+            }],
+            retry: tessera::model::Retry::once(),
         });
     }
     m.routes.insert(

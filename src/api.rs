@@ -6,6 +6,7 @@
 //! Validation and reference resolution happen in `source::load`, producing a `model::Model`.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+pub use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,8 @@ pub const API_VERSION: &str = "tessera.dev/v1alpha1";
 pub const SECRET_API_VERSION: &str = "v1";
 /// Listener address used when `address` is omitted.
 pub const DEFAULT_LISTENER_ADDRESS: &str = "0.0.0.0";
+/// Request body limit of a listener that sets no `maxRequestBytes` (Envoy's own default).
+pub const DEFAULT_MAX_REQUEST_BYTES: u32 = 1024 * 1024;
 /// CA bundle used when a gateway sets no `caBundlePath`.
 pub const DEFAULT_CA_BUNDLE_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -56,6 +59,14 @@ pub mod limits {
     pub const BACKENDS: u32 = 64;
     /// OIDC scopes per client.
     pub const SCOPES: u32 = 32;
+    /// Largest `maxRequestBytes` of a listener: 64 MiB.
+    pub const MAX_REQUEST_BYTES: u32 = 64 * 1024 * 1024;
+    /// Model names matched (`model`, `modelPrefix`).
+    pub const MODEL: u32 = 256;
+    /// Backend priorities: 0 is tried first.
+    pub const PRIORITY: u32 = 15;
+    /// Attempts of a rule's retry policy (the first try included).
+    pub const ATTEMPTS: u32 = 16;
     /// Largest traffic weight (the weights of a rule must also add up to no more than this).
     pub const WEIGHT: u32 = u32::MAX;
     /// STS `DurationSeconds` range.
@@ -167,6 +178,10 @@ pub struct ListenerSpec {
     /// An IP literal; defaults to [`DEFAULT_LISTENER_ADDRESS`].
     #[schemars(length(max = 64))]
     pub address: Option<String>,
+    /// Largest request body Envoy buffers (to read the model and to retry); bigger bodies get a
+    /// JSON 413. Defaults to 1 MiB (1048576), Envoy's own default.
+    #[schemars(range(min = 1024, max = l::MAX_REQUEST_BYTES))]
+    pub max_request_bytes: Option<u32>,
 }
 
 /// The LLM provider behind a backend.
@@ -432,6 +447,25 @@ pub struct RuleSpec {
     pub matches: Option<Vec<MatchSpec>>,
     #[schemars(length(max = l::BACKENDS))]
     pub backends: Vec<BackendRef>,
+    /// When and how often a failed request is tried again, on the next priority.
+    pub retry: Option<RetrySpec>,
+}
+
+/// Retries of one rule. Defaults: one attempt per priority present (at least 2 when the rule
+/// has backends of more than one priority, else 1), on `5xx`, `429`, `connect-failure` and
+/// `reset`, with a 300 s per-try timeout. A response whose headers reached the client (a
+/// stream under way) is never retried.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Tries in all, the first one included.
+    #[schemars(range(min = 1, max = l::ATTEMPTS))]
+    pub attempts: Option<u32>,
+    /// Any of `5xx`, `429`, `connect-failure`, `reset` (YAML reads a bare 429 as a number).
+    #[schemars(length(max = 8))]
+    pub on: Option<Vec<IntOrString>>,
+    #[schemars(length(max = l::DURATION), pattern(l::DURATION_PATTERN))]
+    pub per_try_timeout: Option<String>,
 }
 
 /// All conditions must hold.
@@ -440,6 +474,13 @@ pub struct RuleSpec {
 pub struct MatchSpec {
     #[schemars(length(max = l::HEADER_VALUE))]
     pub path_prefix: Option<String>,
+    /// The requested model, exactly: from `x-ai-model`, else the JSON body's `model`, else the
+    /// Gemini or Bedrock path.
+    #[schemars(length(min = 1, max = l::MODEL))]
+    pub model: Option<String>,
+    /// The requested model starts with this (a model family, `gpt-4o-`).
+    #[schemars(length(min = 1, max = l::MODEL))]
+    pub model_prefix: Option<String>,
     #[schemars(length(max = l::HEADERS))]
     pub headers: Option<Vec<HeaderMatchSpec>>,
 }
@@ -463,6 +504,9 @@ pub struct BackendRef {
     /// Defaults to 1.
     #[schemars(range(min = 0, max = l::WEIGHT))]
     pub weight: Option<u32>,
+    /// Failover tier: 0 (the default) first; a higher one when every lower tier failed.
+    #[schemars(range(min = 0, max = l::PRIORITY))]
+    pub priority: Option<u32>,
 }
 
 /// A Kubernetes core `v1 Secret`.

@@ -452,3 +452,41 @@ fn credentials_ini(keys: &[String; 3]) -> String {
         keys[0], keys[1], keys[2]
     )
 }
+
+// === the model in the Bedrock path routes, and the signature still verifies ===
+
+async fn bedrock_path_routes_by_model(mode: Mode) {
+    let aws = setup(mode, 3600, "5m", &["team-a"]).await;
+    aws.until_signed("team-a").await;
+    // Same backend, now selected by the model in the path instead of a header.
+    let yaml = std::fs::read_to_string(&aws.stack.config).unwrap();
+    let by_header = "{pathPrefix: /model/, headers: [{name: x-ai-model, value: team-a}]}";
+    assert!(yaml.contains(by_header));
+    let by_model = r#"{model: "anthropic.claude-3-haiku-20240307-v1:0"}"#;
+    write_atomic(&aws.stack.config, &yaml.replace(by_header, by_model));
+    let reply = eventually("the path to route by model", DEADLINE, || async {
+        let r = aws.stack.send(MODEL_PATH, &[]).await;
+        (r.status == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(reply.json()["path"], MODEL_PATH);
+    // boto3 encodes the colon; other clients do not.
+    let plain = MODEL_PATH.replace("%3A", ":");
+    let reply = aws.stack.send(&plain, &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // Every request the mock saw passed its SigV4 verification.
+    let requests = aws.peers.requests().await;
+    assert!(requests.len() >= 3);
+    assert!(requests.iter().all(|r| r["status"] == 200), "{requests:?}");
+    // Another model in the path: a JSON 404, not another backend.
+    let other = MODEL_PATH.replace("haiku", "opus");
+    let reply = aws.stack.send(&other, &[]).await;
+    assert_eq!(reply.status, 404, "{}", reply.body);
+    assert_eq!(
+        reply.json()["error"]["code"],
+        "model_not_found",
+        "{}",
+        reply.body
+    );
+}
+both_modes!(bedrock_path_routes_by_model);

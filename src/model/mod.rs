@@ -52,6 +52,8 @@ pub struct Listener {
     pub name: String,
     pub address: String,
     pub port: u16,
+    /// Largest request body Envoy buffers; bigger ones get a 413.
+    pub max_request_bytes: u32,
 }
 
 /// The LLM provider a backend speaks to; decides the default credential header.
@@ -66,9 +68,16 @@ pub enum Provider {
     Generic,
 }
 
-/// Every header a client could use to smuggle a credential to a provider.
+/// Every header a client could use to smuggle a credential to a provider, and every header
+/// a provider's credential goes in: a retry carries what the previous attempt's cluster set.
 pub const CLIENT_CREDENTIAL_HEADERS: [&str; 4] =
     ["authorization", "api-key", "x-api-key", "x-goog-api-key"];
+
+/// Prefix of the SigV4 headers (`x-amz-date`, `x-amz-security-token`, ...).
+pub const SIGV4_HEADER_PREFIX: &str = "x-amz-";
+
+/// Every provider's fixed headers, stripped on clusters of other providers.
+pub const PROVIDER_FIXED_HEADERS: [&str; 1] = ["anthropic-version"];
 
 impl Provider {
     /// The header an API key goes in for this provider, and the prefix before the key.
@@ -294,6 +303,45 @@ pub struct Route {
 pub struct Rule {
     pub matches: Vec<Match>,
     pub backends: Vec<WeightedBackend>,
+    pub retry: Retry,
+}
+
+/// When a failed attempt is tried again, on the next priority's backends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Retry {
+    /// Tries in all, the first included (1 = no retry).
+    pub attempts: u32,
+    pub on: Vec<RetryOn>,
+    pub per_try_timeout: std::time::Duration,
+}
+
+impl Retry {
+    /// One try, no retry: a rule with a single priority and no `retry` block.
+    pub fn once() -> Self {
+        Self {
+            attempts: 1,
+            on: vec![
+                RetryOn::ServerError,
+                RetryOn::RateLimited,
+                RetryOn::ConnectFailure,
+                RetryOn::Reset,
+            ],
+            per_try_timeout: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
+/// A failure that is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum RetryOn {
+    /// Any 5xx answer, or no answer in time.
+    ServerError,
+    /// 429 Too Many Requests.
+    RateLimited,
+    /// The connection to the provider could not be opened.
+    ConnectFailure,
+    /// The provider closed or reset the connection before answering.
+    Reset,
 }
 
 /// All conditions of a match must hold.
@@ -301,6 +349,14 @@ pub struct Rule {
 pub struct Match {
     pub path_prefix: Option<String>,
     pub headers: Vec<HeaderMatch>,
+    pub model: Option<ModelMatch>,
+}
+
+/// The requested model, wherever the request carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum ModelMatch {
+    Exact(String),
+    Prefix(String),
 }
 
 /// Exact header value match (`x-ai-model: gpt-4o`).
@@ -315,6 +371,8 @@ pub struct HeaderMatch {
 pub struct WeightedBackend {
     pub name: String,
     pub weight: u32,
+    /// Failover tier; 0 is tried first.
+    pub priority: u32,
 }
 
 /// A set of AWS credentials as Envoy's signer needs them.

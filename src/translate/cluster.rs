@@ -2,7 +2,10 @@
 
 use super::credential::{self, CredentialForm};
 use super::{http_filter, names};
-use crate::model::{Backend, CLIENT_CREDENTIAL_HEADERS, Gateway, SecurityPolicy};
+use crate::model::{
+    Backend, CLIENT_CREDENTIAL_HEADERS, Gateway, PROVIDER_FIXED_HEADERS, SIGV4_HEADER_PREFIX,
+    SecurityPolicy,
+};
 use crate::xds::resource::to_any;
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::common::mutation_rules::v3::{
@@ -157,18 +160,29 @@ fn upstream_filters(backend: &Backend, policy: Option<&SecurityPolicy>) -> Vec<H
             action: Some(Action::Remove((*h).to_owned())),
         })
         .collect();
-    let form = policy.map(CredentialForm::of);
-    if matches!(form, Some(CredentialForm::Signed { .. })) {
-        // A client-chosen x-amz-* header (a date, a security token) must not be signed along.
+    // Every cluster strips every provider's credential and fixed headers, not only its own:
+    // a retry on another backend carries what the previous attempt's filters set (measured),
+    // and a client-chosen x-amz-* header (a date, a security token) must not be signed along.
+    ops.push(HeaderOp {
+        action: Some(Action::RemoveOnMatch(RemoveOnMatch {
+            key_matcher: Some(StringMatcher {
+                match_pattern: Some(MatchPattern::Prefix(SIGV4_HEADER_PREFIX.to_owned())),
+                ..Default::default()
+            }),
+        })),
+    });
+    let own: Vec<&str> = backend
+        .provider
+        .fixed_headers()
+        .iter()
+        .map(|(k, _)| *k)
+        .collect();
+    for header in PROVIDER_FIXED_HEADERS.iter().filter(|h| !own.contains(h)) {
         ops.push(HeaderOp {
-            action: Some(Action::RemoveOnMatch(RemoveOnMatch {
-                key_matcher: Some(StringMatcher {
-                    match_pattern: Some(MatchPattern::Prefix("x-amz-".to_owned())),
-                    ..Default::default()
-                }),
-            })),
+            action: Some(Action::Remove((*header).to_owned())),
         });
     }
+    let form = policy.map(CredentialForm::of);
     for (key, value) in backend.provider.fixed_headers() {
         ops.push(HeaderOp {
             action: Some(Action::Append(HeaderValueOption {

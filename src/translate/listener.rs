@@ -1,6 +1,6 @@
 //! LDS listeners (HTTP connection manager with RDS) and their route configurations.
 
-use super::{ads, names};
+use super::{ads, model_routing, names};
 use crate::model::{Backend, Gateway, Route, Rule};
 use crate::xds::resource::to_any;
 use envoy_types::pb::envoy::config::core::v3::{
@@ -15,20 +15,22 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, Rds, http_connection_manager::CodecType,
+    HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, http_connection_manager::CodecType,
     http_connection_manager::RouteSpecifier, http_filter,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
-use envoy_types::pb::google::protobuf::{BoolValue, Duration, UInt32Value};
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use std::collections::{BTreeMap, BTreeSet};
 
 // LLM responses (long generations, streams) routinely outlast Envoy's 15 s default.
-const ROUTE_TIMEOUT_SECS: i64 = 300;
+const ROUTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+const ROUTER: &str = "envoy.filters.http.router";
 
-/// The listener of one gateway listener; routes arrive separately over RDS.
-pub fn listener(gateway: &Gateway, l: &crate::model::Listener) -> Listener {
+/// The listener of one gateway listener; routes arrive separately over RDS. `body_routing`
+/// adds the filters that read the model from the request (see `model_routing`).
+pub fn listener(gateway: &Gateway, l: &crate::model::Listener, body_routing: bool) -> Listener {
     let name = names::listener(&gateway.name, &l.name);
-    let hcm = HttpConnectionManager {
+    let mut hcm = HttpConnectionManager {
         stat_prefix: format!("{}_{}", gateway.name, l.name),
         codec_type: CodecType::Auto as i32,
         route_specifier: Some(RouteSpecifier::Rds(Rds {
@@ -36,7 +38,7 @@ pub fn listener(gateway: &Gateway, l: &crate::model::Listener) -> Listener {
             route_config_name: names::route_config(&gateway.name, &l.name),
         })),
         http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".to_owned(),
+            name: ROUTER.to_owned(),
             config_type: Some(http_filter::ConfigType::TypedConfig(to_any(
                 &Router::default(),
             ))),
@@ -44,8 +46,31 @@ pub fn listener(gateway: &Gateway, l: &crate::model::Listener) -> Listener {
         }],
         ..Default::default()
     };
+    // --- model routing hook: filters before the router, JSON 413 ---
+    if body_routing {
+        // After client authentication (a 401 needs no body), before per-route RBAC and the
+        // router: both look the route up again once the model is known.
+        let at = hcm
+            .http_filters
+            .iter()
+            .position(|f| f.name == "envoy.filters.http.rbac" || f.name == ROUTER)
+            .unwrap_or(hcm.http_filters.len());
+        hcm.http_filters
+            .splice(at..at, model_routing::http_filters());
+        hcm.local_reply_config
+            .get_or_insert_with(LocalReplyConfig::default)
+            .mappers
+            .extend(model_routing::local_reply_mappers());
+    }
+    // --- end model routing hook ---
+    let buffer_limit =
+        (l.max_request_bytes != crate::api::DEFAULT_MAX_REQUEST_BYTES).then_some(UInt32Value {
+            value: l.max_request_bytes,
+        });
     Listener {
         name,
+        // Bounds what json_to_metadata and the router's retry buffer hold per request.
+        per_connection_buffer_limit_bytes: buffer_limit,
         address: Some(Address {
             address: Some(address::Address::SocketAddress(SocketAddress {
                 address: l.address.clone(),
@@ -71,12 +96,16 @@ pub fn route_config(
     l: &crate::model::Listener,
     routes: &[&Route],
     backends: &BTreeMap<String, Backend>,
+    body_routing: bool,
 ) -> RouteConfiguration {
     let mut envoy_routes = Vec::new();
     for route in routes {
         for (i, rule) in route.rules.iter().enumerate() {
             envoy_routes.extend(rule_routes(&route.name, i, rule, backends));
         }
+    }
+    if body_routing {
+        envoy_routes.extend(model_routing::fallback_routes());
     }
     RouteConfiguration {
         name: names::route_config(&gateway.name, &l.name),
@@ -114,22 +143,28 @@ fn rule_routes(
             value: true,
         })),
     };
+    // --- model routing hook: priority failover and retries ---
+    let groups = model_routing::priority_groups(rule, names::cluster);
+    let retry_policy = model_routing::retry_policy(&rule.retry, groups.is_some());
+    let cluster_specifier = match groups {
+        Some(plugin) => ClusterSpecifier::InlineClusterSpecifierPlugin(plugin),
+        None => cluster_specifier(rule),
+    };
     let action = Action::Route(RouteAction {
-        cluster_specifier: Some(cluster_specifier(rule)),
+        cluster_specifier: Some(cluster_specifier),
         host_rewrite_specifier: host_rewrite,
-        timeout: Some(Duration {
-            seconds: ROUTE_TIMEOUT_SECS,
-            nanos: 0,
-        }),
+        timeout: Some(model_routing::route_timeout(&rule.retry, ROUTE_TIMEOUT)),
+        retry_policy,
         ..Default::default()
     });
-    let matches: Vec<RouteMatch> = if rule.matches.is_empty() {
-        vec![prefix_match("/", Vec::new())]
+    let matches: Vec<(usize, RouteMatch)> = if rule.matches.is_empty() {
+        vec![(0, prefix_match("/", Vec::new()))]
     } else {
         rule.matches
             .iter()
-            .map(|m| {
-                let headers = m
+            .enumerate()
+            .flat_map(|(j, m)| {
+                let headers: Vec<HeaderMatcher> = m
                     .headers
                     .iter()
                     .map(|h| HeaderMatcher {
@@ -143,15 +178,32 @@ fn rule_routes(
                         ..Default::default()
                     })
                     .collect();
-                prefix_match(m.path_prefix.as_deref().unwrap_or("/"), headers)
+                // --- model routing hook: one rule match may need several Envoy matches ---
+                let base = |path| RouteMatch {
+                    path_specifier: Some(path),
+                    headers: headers.clone(),
+                    ..Default::default()
+                };
+                model_routing::route_matches(m, base)
+                    .into_iter()
+                    .map(move |r| (j, r))
             })
             .collect()
     };
+    let mut seen = BTreeMap::new();
     matches
         .into_iter()
-        .enumerate()
-        .map(|(j, m)| EnvoyRoute {
-            name: names::route(route, index, j),
+        .map(|(j, m)| {
+            let n = seen.entry(j).or_insert(0usize);
+            let name = match *n {
+                0 => names::route(route, index, j),
+                k => format!("{}/{k}", names::route(route, index, j)),
+            };
+            *n += 1;
+            (name, m)
+        })
+        .map(|(name, m)| EnvoyRoute {
+            name,
             r#match: Some(m),
             action: Some(action.clone()),
             ..Default::default()

@@ -8,6 +8,7 @@
 mod cluster;
 pub mod credential;
 mod listener;
+pub(crate) mod model_routing;
 pub mod names;
 pub mod render;
 mod secret;
@@ -61,10 +62,11 @@ pub fn translate(model: &Model) -> HashMap<String, Arc<GatewayConfig>> {
             }
             let mut listeners = Vec::new();
             let mut route_configs = Vec::new();
+            let body_routing = model_routing::enabled(&routes);
             for l in &gateway.listeners {
-                let lis = listener::listener(gateway, l);
+                let lis = listener::listener(gateway, l, body_routing);
                 listeners.push(Resource::new(lis.name.clone(), &lis));
-                let rc = listener::route_config(gateway, l, &routes, &model.backends);
+                let rc = listener::route_config(gateway, l, &routes, &model.backends, body_routing);
                 route_configs.push(Resource::new(rc.name.clone(), &rc));
             }
             let config = GatewayConfig {

@@ -27,6 +27,7 @@ fn model() -> Model {
                 name: "http".into(),
                 address: "0.0.0.0".into(),
                 port: 10000,
+                max_request_bytes: crate::api::DEFAULT_MAX_REQUEST_BYTES,
             }],
             ca_bundle_path: "/etc/ssl/certs/ca-certificates.crt".into(),
             xds_clients: Vec::new(),
@@ -77,12 +78,15 @@ fn model() -> Model {
                     WeightedBackend {
                         name: "openai".into(),
                         weight: 3,
+                        priority: 0,
                     },
                     WeightedBackend {
                         name: "claude".into(),
                         weight: 1,
+                        priority: 0,
                     },
                 ],
+                retry: crate::model::Retry::once(),
             }],
         },
     );
@@ -294,6 +298,7 @@ fn aws_backends_sign_through_ecds_and_fail_closed_by_default() {
         r.rules[0].backends.push(WeightedBackend {
             name: "bedrock".into(),
             weight: 1,
+            priority: 0,
         });
     }
     let out = translate(&m);

@@ -22,6 +22,7 @@ fn model(kind: PolicyKind) -> Model {
                 name: "http".into(),
                 address: "127.0.0.1".into(),
                 port: 10000,
+                max_request_bytes: crate::api::DEFAULT_MAX_REQUEST_BYTES,
             }],
             ca_bundle_path: "/etc/ssl/certs/ca-certificates.crt".into(),
             xds_clients: Vec::new(),
@@ -58,7 +59,9 @@ fn model(kind: PolicyKind) -> Model {
                 backends: vec![WeightedBackend {
                     name: "openai".into(),
                     weight: 1,
+                    priority: 0,
                 }],
+                retry: crate::model::Retry::once(),
             }],
         },
     );

@@ -212,6 +212,7 @@ mod tests {
                     name: "http".into(),
                     port: 10000,
                     address: None,
+                    max_request_bytes: None,
                 }],
                 ca_bundle_path: None,
                 xds_clients: None,
@@ -247,8 +248,10 @@ mod tests {
                         .map(|b| BackendRef {
                             name: (*b).into(),
                             weight: None,
+                            priority: None,
                         })
                         .collect(),
+                    retry: None,
                 }],
             },
         );

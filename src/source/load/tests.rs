@@ -413,6 +413,32 @@ fn each_rule_names_file_document_object_and_field() {
             ),
             r#"spec.rules[0].matches[0].headers[1].name: "a b" is not"#,
         ),
+        (
+            rule("{matches: [{model: a, modelPrefix: b}], backends: [{name: openai}]}"),
+            "spec.rules[0].matches[0]: model and modelPrefix exclude each other",
+        ),
+        (
+            rule(
+                "{backends: [{name: openai, priority: 0}, {name: openai, priority: 1, weight: 0}]}",
+            ),
+            "spec.rules[0].backends: every weight of priority 1 is 0",
+        ),
+        (
+            rule("{backends: [{name: openai}], retry: {on: [5xx, 500]}}"),
+            r#"spec.rules[0].retry.on[1]: "500" is not one of 5xx, 429, connect-failure, reset"#,
+        ),
+        (
+            rule("{backends: [{name: openai}], retry: {perTryTimeout: 2h}}"),
+            r#"spec.rules[0].retry.perTryTimeout: "2h" is longer than 1h"#,
+        ),
+        (
+            rule("{backends: [{name: openai}], retry: {attempts: 0}}"),
+            "spec.rules[0].retry.attempts",
+        ),
+        (
+            rule("{backends: [{name: openai, priority: 16}]}"),
+            "spec.rules[0].backends[0].priority",
+        ),
     ];
     for (yaml, expected) in cases {
         expect_one_error(&yaml, expected);
@@ -641,6 +667,7 @@ fn full_config_loads_into_the_model() {
         name: name.into(),
         address: address.into(),
         port,
+        max_request_bytes: crate::api::DEFAULT_MAX_REQUEST_BYTES,
     };
     let gateways = [
         Gateway {
@@ -743,6 +770,7 @@ fn full_config_loads_into_the_model() {
     let weighted = |name: &str, weight| WeightedBackend {
         name: name.into(),
         weight,
+        priority: 0,
     };
     let route = Route {
         name: "chat".into(),
@@ -753,13 +781,16 @@ fn full_config_loads_into_the_model() {
                     Match {
                         path_prefix: Some("/v1/".into()),
                         headers: vec![header("x-ai-model", "claude")],
+                        model: None,
                     },
                     Match {
                         path_prefix: None,
                         headers: vec![header("x-provider", "anthropic")],
+                        model: None,
                     },
                 ],
                 backends: vec![weighted("claude", 1)],
+                retry: crate::model::Retry::once(),
             },
             Rule {
                 matches: vec![],
@@ -768,6 +799,7 @@ fn full_config_loads_into_the_model() {
                     weighted("local", 0),
                     weighted("mistral", 1),
                 ],
+                retry: crate::model::Retry::once(),
             },
         ],
     };
@@ -975,7 +1007,8 @@ fn example_config_loads() {
         [Listener {
             name: "http".into(),
             address: "127.0.0.1".into(),
-            port: 10000
+            port: 10000,
+            max_request_bytes: crate::api::DEFAULT_MAX_REQUEST_BYTES,
         }]
     );
     for (backend, provider) in [("openai", P::OpenAI), ("anthropic", P::Anthropic)] {

@@ -8,8 +8,8 @@ use super::syntax::{is_header_name, is_host_name, parse_endpoint};
 use super::{Restrictions, policy, schema};
 use crate::api::{self, PolicyType};
 use crate::model::{
-    Backend, Gateway, HeaderMatch, Listener, Match, Model, PolicyKind, Route, Rule, SecretString,
-    SecurityPolicy, UpstreamTls, WeightedBackend, XdsClient,
+    Backend, Gateway, HeaderMatch, Listener, Match, Model, ModelMatch, PolicyKind, Retry, RetryOn,
+    Route, Rule, SecretString, SecurityPolicy, UpstreamTls, WeightedBackend, XdsClient,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -227,6 +227,9 @@ impl<'a> Validator<'a> {
                     name: listener_name.clone(),
                     address: ip.to_string(),
                     port,
+                    max_request_bytes: listener
+                        .max_request_bytes
+                        .unwrap_or(api::DEFAULT_MAX_REQUEST_BYTES),
                 });
             }
             let ca_bundle_path = spec.ca_bundle_path.clone();
@@ -412,15 +415,24 @@ impl<'a> Validator<'a> {
                 let matches = matches(i, rule.matches.unwrap_or_default(), &mut e);
                 let at = format!("spec.rules[{i}].backends");
                 let mut backends = Vec::new();
-                for ((b, api::BackendRef { name, weight }), absent) in
-                    rule.backends.into_iter().enumerate().zip(absent)
-                {
+                for ((b, backend), absent) in rule.backends.into_iter().enumerate().zip(absent) {
+                    let api::BackendRef {
+                        name,
+                        weight,
+                        priority,
+                    } = backend;
                     if let Some(message) = absent {
                         e.missing(format!("{at}[{b}].name"), message);
                     }
                     let weight = weight.unwrap_or(1);
-                    backends.push(WeightedBackend { name, weight });
+                    let priority = priority.unwrap_or(0);
+                    backends.push(WeightedBackend {
+                        name,
+                        weight,
+                        priority,
+                    });
                 }
+                let retry = retry(i, rule.retry, &backends, &mut e);
                 let resolved: Vec<&Backend> = backends
                     .iter()
                     .filter_map(|b| model.backends.get(&b.name))
@@ -439,16 +451,37 @@ impl<'a> Validator<'a> {
                     // connection, so SigV4 would sign the wrong Host.
                     e.err(at.clone(), "a backend signed with AWSCredentials can only share a rule with backends of the same endpoint host and port");
                 }
-                let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+                let tiers: BTreeSet<u32> = backends.iter().map(|b| b.priority).collect();
                 if backends.is_empty() {
-                    e.err(at, "a rule needs at least one backend");
-                } else if total == 0 {
-                    e.err(at, "every weight is 0; at least one must be positive");
-                } else if total > u64::from(api::limits::WEIGHT) {
-                    let message = format!("weights add up to more than {}", api::limits::WEIGHT);
-                    e.err(at, message);
+                    e.err(at.clone(), "a rule needs at least one backend");
                 }
-                rules.push(Rule { matches, backends });
+                let single = tiers.len() == 1;
+                for tier in tiers {
+                    let total: u64 = backends
+                        .iter()
+                        .filter(|b| b.priority == tier)
+                        .map(|b| u64::from(b.weight))
+                        .sum();
+                    if total == 0 {
+                        let of = if single {
+                            String::new()
+                        } else {
+                            format!(" of priority {tier}")
+                        };
+                        let message =
+                            format!("every weight{of} is 0; at least one must be positive");
+                        e.err(at.clone(), message);
+                    } else if total > u64::from(api::limits::WEIGHT) {
+                        let message =
+                            format!("weights add up to more than {}", api::limits::WEIGHT);
+                        e.err(at.clone(), message);
+                    }
+                }
+                rules.push(Rule {
+                    matches,
+                    backends,
+                    retry,
+                });
             }
             let name = object.name.clone();
             let route = Route {
@@ -488,13 +521,106 @@ fn matches(i: usize, specs: Vec<api::MatchSpec>, e: &mut Sink<'_>) -> Vec<Match>
             }
             headers.push(HeaderMatch { name, value });
         }
+        let model = match (m.model, m.model_prefix) {
+            (Some(_), Some(_)) => {
+                e.err(at.clone(), "model and modelPrefix exclude each other");
+                None
+            }
+            (Some(exact), None) => Some(ModelMatch::Exact(exact)),
+            (None, Some(prefix)) => Some(ModelMatch::Prefix(prefix)),
+            (None, None) => None,
+        };
+        if let Some(ModelMatch::Exact(name) | ModelMatch::Prefix(name)) = &model
+            && name.chars().any(|c| c.is_control())
+        {
+            e.err(at.clone(), "a model name has no control characters");
+        }
         matches.push(Match {
             path_prefix,
             headers,
+            model,
         });
     }
     matches
 }
+
+/// The retry policy of rule `i`; see [`api::RetrySpec`] for the defaults.
+fn retry(
+    i: usize,
+    spec: Option<api::RetrySpec>,
+    backends: &[WeightedBackend],
+    e: &mut Sink<'_>,
+) -> Retry {
+    let at = format!("spec.rules[{i}].retry");
+    let spec = spec.unwrap_or(api::RetrySpec {
+        attempts: None,
+        on: None,
+        per_try_timeout: None,
+    });
+    let tiers = backends
+        .iter()
+        .map(|b| b.priority)
+        .collect::<BTreeSet<_>>()
+        .len();
+    let attempts = spec
+        .attempts
+        .unwrap_or_else(|| u32::try_from(tiers.max(1)).unwrap_or(1));
+    let mut on = BTreeSet::new();
+    match spec.on {
+        None => {
+            on.extend([
+                RetryOn::ServerError,
+                RetryOn::RateLimited,
+                RetryOn::ConnectFailure,
+                RetryOn::Reset,
+            ]);
+        }
+        Some(list) => {
+            for (k, word) in list.iter().enumerate() {
+                let word = match word {
+                    api::IntOrString::Int(n) => n.to_string(),
+                    api::IntOrString::String(s) => s.clone(),
+                };
+                let parsed = match word.as_str() {
+                    "5xx" => RetryOn::ServerError,
+                    "429" => RetryOn::RateLimited,
+                    "connect-failure" => RetryOn::ConnectFailure,
+                    "reset" => RetryOn::Reset,
+                    other => {
+                        let message =
+                            format!("{other:?} is not one of 5xx, 429, connect-failure, reset");
+                        e.err(format!("{at}.on[{k}]"), message);
+                        continue;
+                    }
+                };
+                on.insert(parsed);
+            }
+        }
+    }
+    let per_try_timeout = match spec.per_try_timeout.as_deref() {
+        None => DEFAULT_PER_TRY_TIMEOUT,
+        Some(text) => match policy::parse_duration(text, MAX_PER_TRY_TIMEOUT) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                e.err(format!("{at}.perTryTimeout"), "must be positive");
+                DEFAULT_PER_TRY_TIMEOUT
+            }
+            Err(message) => {
+                e.err(format!("{at}.perTryTimeout"), message);
+                DEFAULT_PER_TRY_TIMEOUT
+            }
+        },
+    };
+    Retry {
+        attempts,
+        on: on.into_iter().collect(),
+        per_try_timeout,
+    }
+}
+
+/// Long generations routinely take minutes.
+const DEFAULT_PER_TRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+const MAX_PER_TRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 fn provider(provider: api::Provider) -> crate::model::Provider {
     use crate::model::Provider as P;

@@ -53,8 +53,13 @@ pub const ROOTS: &[&str] = &[
     "envoy.service.discovery.v3.DeltaDiscoveryResponse",
 ];
 
-static POOL: LazyLock<Result<DescriptorPool, String>> =
-    LazyLock::new(|| DescriptorPool::decode(ENCODED).map_err(|e| e.to_string()));
+static POOL: LazyLock<Result<DescriptorPool, String>> = LazyLock::new(|| {
+    let mut pool = DescriptorPool::decode(ENCODED).map_err(|e| e.to_string())?;
+    // Types Tessera encodes itself because envoy-types does not generate them.
+    pool.add_file_descriptor_proto(crate::translate::model_routing::priority_group::descriptor())
+        .map_err(|e| e.to_string())?;
+    Ok(pool)
+});
 
 /// The pool decoded from the committed set; an error only if that file is corrupt.
 pub fn pool() -> Result<&'static DescriptorPool, String> {

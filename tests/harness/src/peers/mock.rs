@@ -63,6 +63,23 @@ impl Mock {
         get_json(&self.control()).await
     }
 
+    /// Makes every later request fail: `"503"`, `"429"`, `"close"` (no answer), or `"ok"`.
+    pub async fn fail(&self, mode: &str) {
+        let url = format!("http://127.0.0.1:{}/__fail", self.port);
+        let r = http()
+            .post(url)
+            .json(&serde_json::json!({ "mode": mode }))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "mock {} /__fail: {}",
+            self.name,
+            r.status()
+        );
+    }
+
     /// Forgets the requests received so far.
     pub async fn clear(&self) {
         http().delete(self.control()).send().await.unwrap();
