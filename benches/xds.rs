@@ -27,6 +27,7 @@ fn model(backends: usize) -> Model {
                 port: 10000,
             }],
             ca_bundle_path: "/etc/ssl/certs/ca-certificates.crt".into(),
+            client_auth: None,
         },
     );
     let mut rules = Vec::new();
@@ -69,6 +70,7 @@ fn model(backends: usize) -> Model {
                 }],
             }],
             backends: vec![WeightedBackend { name, weight: 1 }],
+            clients: None,
         });
     }
     m.routes.insert(

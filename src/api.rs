@@ -52,8 +52,10 @@ pub mod limits {
     pub const HEADERS: u32 = 16;
     /// Backends per rule.
     pub const BACKENDS: u32 = 64;
-    /// OIDC scopes per client.
+    /// OIDC scopes per client; JWT audiences.
     pub const SCOPES: u32 = 32;
+    /// Client ids per rule.
+    pub const CLIENTS: u32 = 1024;
     /// Largest traffic weight (the weights of a rule must also add up to no more than this).
     pub const WEIGHT: u32 = u32::MAX;
     /// STS `DurationSeconds` range.
@@ -115,6 +117,71 @@ pub struct GatewaySpec {
     /// Defaults to [`DEFAULT_CA_BUNDLE_PATH`].
     #[schemars(length(max = l::PATH))]
     pub ca_bundle_path: Option<String>,
+    /// Who may use the gateway; absent, anyone who reaches a listener may (warned at start).
+    pub client_auth: Option<ClientAuthSpec>,
+}
+
+/// Client authentication: API keys, JWTs, or both (either one authenticates).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.apiKeys) || has(self.jwt)")
+    .message("needs apiKeys, jwt or both"))]
+pub struct ClientAuthSpec {
+    pub api_keys: Option<ClientKeysSpec>,
+    pub jwt: Option<JwtSpec>,
+    /// Forwards the authenticated client id to the backend in this header; absent, the id
+    /// stays inside Envoy.
+    #[schemars(length(min = 1, max = l::HEADER_NAME))]
+    pub client_id_header: Option<String>,
+}
+
+/// Client API keys: a map client id -> key, exactly one of `secretRef` and `file`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.file) != has(self.secretRef)")
+    .message("needs exactly one of file and secretRef"))]
+pub struct ClientKeysSpec {
+    /// A Secret whose data maps client ids to keys.
+    pub secret_ref: Option<SecretRef>,
+    /// A YAML map client id -> key, relative to the YAML file's directory; watched.
+    #[schemars(length(min = 1, max = l::PATH))]
+    pub file: Option<String>,
+}
+
+/// A whole `v1 Secret`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    #[schemars(length(min = 1, max = l::NAME))]
+    pub name: String,
+}
+
+/// JWTs from one issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtSpec {
+    #[schemars(length(min = 1, max = l::URL))]
+    pub issuer: String,
+    /// Accepted `aud` values; absent or empty, any audience.
+    #[schemars(length(max = l::SCOPES), inner(length(min = 1, max = l::TEXT)))]
+    pub audiences: Option<Vec<String>>,
+    pub jwks: JwksSpec,
+    /// The claim that names the client; defaults to `sub`.
+    #[schemars(length(min = 1, max = l::TEXT))]
+    pub client_claim: Option<String>,
+}
+
+/// Where the issuer's keys are: exactly one of `uri` (fetched by Envoy) and `file` (read by
+/// Tessera and sent inline).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.uri) != has(self.file)")
+    .message("needs exactly one of uri and file"))]
+pub struct JwksSpec {
+    #[schemars(length(min = 1, max = l::URL))]
+    pub uri: Option<String>,
+    #[schemars(length(min = 1, max = l::PATH))]
+    pub file: Option<String>,
 }
 
 /// One listening socket.
@@ -380,6 +447,9 @@ pub struct RuleSpec {
     pub matches: Option<Vec<MatchSpec>>,
     #[schemars(length(max = l::BACKENDS))]
     pub backends: Vec<BackendRef>,
+    /// Client ids allowed on this rule; absent, any authenticated client.
+    #[schemars(length(max = l::CLIENTS), inner(length(min = 1, max = l::TEXT)))]
+    pub clients: Option<Vec<String>>,
 }
 
 /// All conditions must hold.

@@ -29,6 +29,7 @@ fn model() -> Model {
                 port: 10000,
             }],
             ca_bundle_path: "/etc/ssl/certs/ca-certificates.crt".into(),
+            client_auth: None,
         },
     );
     for (name, provider, tls) in [
@@ -82,6 +83,7 @@ fn model() -> Model {
                         weight: 1,
                     },
                 ],
+                clients: None,
             }],
         },
     );

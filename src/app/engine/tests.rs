@@ -24,6 +24,7 @@ fn model(kind: PolicyKind) -> Model {
                 port: 10000,
             }],
             ca_bundle_path: "/etc/ssl/certs/ca-certificates.crt".into(),
+            client_auth: None,
         },
     );
     m.backends.insert(
@@ -58,6 +59,7 @@ fn model(kind: PolicyKind) -> Model {
                     name: "openai".into(),
                     weight: 1,
                 }],
+                clients: None,
             }],
         },
     );

@@ -3,7 +3,7 @@
 //! invalid object is left out (and told why in its status) and never blocks the others.
 
 use crate::api::{BackendResource, BackendSecurityPolicyResource, GatewayResource, RouteResource};
-use crate::model::{KeySource, Model, PolicyKind};
+use crate::model::{ClientKeySource, KeySource, Model, PolicyKind};
 use crate::source::load::{self, Kind, Object, ObjectRef, Origin, SecretData, Spec};
 use crate::source::{Problem, Reason, Restrictions};
 use k8s_openapi::api::core::v1::Secret;
@@ -101,6 +101,11 @@ fn namespaced(model: Model, ns: &str) -> Model {
     let mut out = Model::default();
     for (name, mut g) in model.gateways {
         g.name = q(&name);
+        if let Some(ClientKeySource::Secret { name: secret, .. }) =
+            g.client_auth.as_mut().and_then(|a| a.api_keys.as_mut())
+        {
+            *secret = q(secret);
+        }
         out.gateways.insert(q(&name), g);
     }
     for (name, mut b) in model.backends {
@@ -169,6 +174,7 @@ mod tests {
                     address: None,
                 }],
                 ca_bundle_path: None,
+                client_auth: None,
             },
         );
         meta(&mut g, ns, name, created);
@@ -203,6 +209,7 @@ mod tests {
                             weight: None,
                         })
                         .collect(),
+                    clients: None,
                 }],
             },
         );

@@ -621,12 +621,14 @@ fn full_config_loads_into_the_model() {
                 listener("local", "::1", 8080),
             ],
             ca_bundle_path: "/etc/pki/ca.pem".into(),
+            client_auth: None,
         },
         Gateway {
             name: "internal".into(),
             node_cluster: "internal".into(),
             listeners: vec![listener("http", "10.0.0.1", 9090)],
             ca_bundle_path: "/etc/ssl/certs/ca-certificates.crt".into(),
+            client_auth: None,
         },
     ];
     let endpoint = |host: &str, port, tls| Endpoint {
@@ -728,6 +730,7 @@ fn full_config_loads_into_the_model() {
                     },
                 ],
                 backends: vec![weighted("claude", 1)],
+                clients: None,
             },
             Rule {
                 matches: vec![],
@@ -736,6 +739,7 @@ fn full_config_loads_into_the_model() {
                     weighted("local", 0),
                     weighted("mistral", 1),
                 ],
+                clients: None,
             },
         ],
     };
