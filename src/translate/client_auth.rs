@@ -185,7 +185,6 @@ pub fn patch_virtual_host(gateway: &Gateway, routes: &[&Route], vh: &mut Virtual
         .map(|id| VirtualCluster {
             name: id.to_owned(),
             headers: vec![exact_header(header, id)],
-            ..Default::default()
         })
         .collect();
 }
@@ -551,5 +550,138 @@ fn mapper(status: Option<u32>, cel: &str, rewrite: Option<u32>, body: &str) -> R
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ClientKeySource, Jwt, SecretString};
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType;
+    use prost::Message;
+
+    fn gateway(api_keys: bool, jwt: bool) -> Gateway {
+        Gateway {
+            name: "gw".into(),
+            node_cluster: "gw".into(),
+            listeners: vec![],
+            ca_bundle_path: "/ca.pem".into(),
+            client_auth: Some(ClientAuth {
+                api_keys: api_keys.then(|| ClientKeySource::File("/k.yaml".into())),
+                jwt: jwt.then(|| Jwt {
+                    issuer: "https://idp".into(),
+                    audiences: vec![],
+                    jwks: Jwks::Inline("{\"keys\":[]}".into()),
+                    client_claim: "sub".into(),
+                }),
+                client_id_header: None,
+            }),
+        }
+    }
+
+    fn keys(pairs: &[(&str, &str)]) -> ClientKeys {
+        ClientKeys::new(
+            pairs
+                .iter()
+                .map(|(id, k)| ((*id).to_owned(), SecretString::new(*k)))
+                .collect(),
+        )
+        .0
+    }
+
+    fn decode_auth(resource: &Resource) -> ApiKeyAuth {
+        let config = TypedExtensionConfig::decode(resource.any.value.as_slice()).unwrap();
+        ApiKeyAuth::decode(config.typed_config.unwrap().value.as_slice()).unwrap()
+    }
+
+    #[test]
+    fn without_keys_every_key_is_refused() {
+        let form = keys_form(gateway(true, false).client_auth.as_ref().unwrap());
+        let closed = keys_config("c", &form, None);
+        assert!(decode_auth(&closed).credentials.is_empty());
+        let open = keys_config("c", &form, Some(&keys(&[("team-a", "sk-a")])));
+        let auth = decode_auth(&open);
+        assert_eq!(auth.credentials.len(), 1);
+        assert_eq!(auth.credentials[0].client, "team-a");
+        assert!(auth.forwarding.unwrap().hide_credentials);
+        assert_ne!(open.version, closed.version);
+        // The filter's default (before the first ECDS config) is the closed form too.
+        let filter = keys_filter("c", &form);
+        let Some(ConfigType::ConfigDiscovery(source)) = filter.config_type else {
+            panic!("not discovered");
+        };
+        assert!(source.apply_default_config_without_warming);
+        let default = ApiKeyAuth::decode(source.default_config.unwrap().value.as_slice()).unwrap();
+        assert!(default.credentials.is_empty());
+    }
+
+    #[test]
+    fn jwt_alone_requires_a_token_on_every_request() {
+        let rule_headers = |g: &Gateway| {
+            let filter = jwt_filter(
+                g,
+                g.client_auth.as_ref().unwrap().jwt.as_ref().unwrap(),
+                "h",
+                g.client_auth.as_ref().unwrap().api_keys.is_none(),
+            );
+            let Some(ConfigType::TypedConfig(any)) = filter.config_type else {
+                panic!()
+            };
+            let auth = JwtAuthentication::decode(any.value.as_slice()).unwrap();
+            auth.rules[0].r#match.clone().unwrap().headers.len()
+        };
+        assert_eq!(rule_headers(&gateway(false, true)), 0);
+        assert_eq!(rule_headers(&gateway(true, true)), 1);
+        let names: Vec<String> = authn_filters(&gateway(true, true))
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "tessera.strip-client-id",
+                "envoy.filters.http.jwt_authn",
+                "credential/gw/clients",
+                "tessera.strip-client-credentials"
+            ]
+        );
+    }
+
+    #[test]
+    fn allow_lists_go_on_the_rule_routes_only() {
+        let g = gateway(true, false);
+        let rule = |clients: Option<Vec<&str>>| Rule {
+            matches: vec![],
+            backends: vec![],
+            clients: clients.map(|c| c.into_iter().map(str::to_owned).collect()),
+        };
+        let mut open = EnvoyRoute::default();
+        patch_route(&g, &rule(None), &mut open);
+        assert!(open.typed_per_filter_config.is_empty());
+        let mut listed = EnvoyRoute::default();
+        patch_route(&g, &rule(Some(vec!["b", "a", "a"])), &mut listed);
+        let per_route =
+            RbacPerRoute::decode(listed.typed_per_filter_config[RBAC_FILTER].value.as_slice())
+                .unwrap();
+        let rules = per_route.rbac.unwrap().rules.unwrap();
+        assert_eq!(rules.action, rbac::Action::Allow as i32);
+        assert_eq!(rules.policies["allowed-clients"].principals.len(), 2);
+        let mut nobody = EnvoyRoute::default();
+        patch_route(&g, &rule(Some(vec![])), &mut nobody);
+        let per_route =
+            RbacPerRoute::decode(nobody.typed_per_filter_config[RBAC_FILTER].value.as_slice())
+                .unwrap();
+        let rules = per_route.rbac.unwrap().rules.unwrap();
+        assert!(rules.policies["allowed-clients"].principals.is_empty());
+    }
+
+    #[test]
+    fn without_client_auth_nothing_changes() {
+        let mut g = gateway(true, true);
+        g.client_auth = None;
+        assert!(authn_filters(&g).is_empty());
+        assert!(authz_filters(&g).is_empty());
+        assert!(local_reply_mappers(&g).is_empty());
+        assert!(clusters(&g).is_empty());
     }
 }

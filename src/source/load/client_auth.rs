@@ -119,7 +119,10 @@ fn remote(uri: &str) -> Result<Jwks, String> {
     let path_at = uri[after_scheme..]
         .find('/')
         .map_or(uri.len(), |i| i + after_scheme);
-    let endpoint = parse_endpoint(&uri[..path_at])?;
+    let origin = &uri[..path_at];
+    // The error quotes what it parsed: show the whole URI instead.
+    let endpoint = parse_endpoint(origin)
+        .map_err(|e| e.replacen(&format!("{origin:?}"), &format!("{uri:?}"), 1))?;
     if uri[path_at..].contains(char::is_whitespace) {
         return Err(format!("{uri:?} has whitespace in its path"));
     }

@@ -12,6 +12,7 @@ use std::fs;
 use tempfile::TempDir;
 
 mod bounds;
+mod client_auth;
 mod partial;
 
 const V: &str = "apiVersion: tessera.dev/v1alpha1";
