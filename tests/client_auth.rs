@@ -132,9 +132,17 @@ async fn api_keys(mode: Mode) {
         mock.requests().await.is_empty(),
         "a refused request reached the provider"
     );
+    // Per-client counts, named only by ids the configuration holds.
+    let e = s.envoy();
+    assert_eq!(
+        e.stat("http.gw_http.rbac.policy._other.shadow_denied")
+            .await,
+        2
+    );
+    assert_eq!(e.stat("http.gw_http.rbac.policy.team-a.allowed").await, 1);
+    assert_eq!(e.stat("vhost.gw.vcluster.team-a.upstream_rq_200").await, 1);
 
     // Rotation: the new key is applied in place, the old one refused at once.
-    let e = s.envoy();
     let stats = [
         "listener_manager.listener_modified",
         "listener_manager.lds.update_success",

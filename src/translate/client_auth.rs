@@ -52,6 +52,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     HttpRequestHeaderMatchInput, RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
+use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
 use envoy_types::pb::xds::core::v3::TypedExtensionConfig as XdsTypedExtensionConfig;
 use envoy_types::pb::xds::r#type::matcher::v3::{
@@ -60,7 +61,8 @@ use envoy_types::pb::xds::r#type::matcher::v3::{
     regex_matcher as xds_regex,
     string_matcher::MatchPattern as XdsMatchPattern,
 };
-use std::collections::{BTreeSet, HashMap};
+use prost::Message;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// The header carrying the authenticated client id inside Envoy when the operator chose none
@@ -74,6 +76,8 @@ const JWT_SHAPED: &str = r"^Bearer [A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]
 const JWT_PROVIDER: &str = "clients";
 /// Headers a client key is read from (Bearer, as OpenAI SDKs send it; x-api-key, as Anthropic's).
 const KEY_HEADERS: [&str; 2] = ["authorization", "x-api-key"];
+/// The shadow policy counting refusals of clients no Route names.
+pub const OTHER_CLIENTS: &str = "_other";
 const JWKS_TIMEOUT_SECS: i64 = 5;
 const JWKS_CACHE_SECS: i64 = 300;
 
@@ -125,43 +129,110 @@ pub fn authz_filters(gateway: &Gateway) -> Vec<HttpFilter> {
         return Vec::new();
     }
     // No rules here: a route without an allow-list admits every authenticated client.
-    vec![http_filter(RBAC_FILTER, &Rbac::default())]
+    let rbac = Rbac {
+        track_per_rule_stats: true,
+        ..Default::default()
+    };
+    vec![http_filter(RBAC_FILTER, &rbac)]
 }
 
-/// Puts rule `rule`'s allow-list on one of its Envoy routes.
-pub fn patch_route(gateway: &Gateway, rule: &Rule, route: &mut EnvoyRoute) {
+/// Puts rule `rule`'s allow-list on one of its Envoy routes. Each allowed client is its own
+/// policy (`rbac.policy.<id>.allowed`); a shadow deny policy per other client the gateway's
+/// Routes name, and one for everyone else (`_other`), count refusals
+/// (`rbac.policy.<id>.shadow_denied`), so stat names stay bounded by the configuration.
+pub fn patch_route(gateway: &Gateway, rule: &Rule, known: &BTreeSet<&str>, route: &mut EnvoyRoute) {
     let (Some(auth), Some(clients)) = (&gateway.client_auth, &rule.clients) else {
         return;
     };
     let header = client_id_header(auth);
-    let ids: BTreeSet<&str> = clients.iter().map(String::as_str).collect();
-    let principals = ids
-        .into_iter()
-        .map(|id| Principal {
-            identifier: Some(principal::Identifier::Header(exact_header(header, id))),
-        })
-        .collect();
-    // One policy: the encoding of a multi-entry map is not deterministic.
-    let policy = Policy {
+    let allowed: BTreeSet<&str> = clients.iter().map(String::as_str).collect();
+    let is = |id: &str| Principal {
+        identifier: Some(principal::Identifier::Header(exact_header(header, id))),
+    };
+    let policy = |principal: Principal| Policy {
         permissions: vec![Permission {
             rule: Some(permission::Rule::Any(true)),
         }],
-        principals,
+        principals: vec![principal],
         ..Default::default()
     };
-    let per_route = RbacPerRoute {
-        rbac: Some(Rbac {
-            rules: Some(RbacRules {
-                action: rbac::Action::Allow as i32,
-                policies: HashMap::from([("allowed-clients".to_owned(), policy)]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+    let enforced: BTreeMap<String, Policy> = allowed
+        .iter()
+        .map(|id| ((*id).to_owned(), policy(is(id))))
+        .collect();
+    let mut shadow: BTreeMap<String, Policy> = known
+        .difference(&allowed)
+        .map(|id| ((*id).to_owned(), policy(is(id))))
+        .collect();
+    let named = known.union(&allowed).map(|id| is(id)).collect();
+    let someone_else = Principal {
+        identifier: Some(principal::Identifier::AndIds(principal::Set {
+            ids: vec![
+                Principal {
+                    identifier: Some(principal::Identifier::Header(HeaderMatcher {
+                        name: header.to_owned(),
+                        header_match_specifier: Some(HeaderMatchSpecifier::PresentMatch(true)),
+                        ..Default::default()
+                    })),
+                },
+                Principal {
+                    identifier: Some(principal::Identifier::NotId(Box::new(Principal {
+                        identifier: Some(principal::Identifier::OrIds(principal::Set {
+                            ids: named,
+                        })),
+                    }))),
+                },
+            ],
+        })),
+    };
+    shadow.insert(OTHER_CLIENTS.to_owned(), policy(someone_else));
+    let mut rbac = Rbac {
+        track_per_rule_stats: true,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    prost::encoding::bytes::encode(1, &encode_rules(rbac::Action::Allow, &enforced), &mut rbac);
+    prost::encoding::bytes::encode(2, &encode_rules(rbac::Action::Deny, &shadow), &mut rbac);
+    let mut per_route = Vec::new();
+    // RBACPerRoute.rbac is field 2 (1 is reserved).
+    prost::encoding::bytes::encode(2, &rbac, &mut per_route);
+    let any = Any {
+        type_url: <RbacPerRoute as prost::Name>::type_url(),
+        value: per_route,
     };
     route
         .typed_per_filter_config
-        .insert(RBAC_FILTER.to_owned(), to_any(&per_route));
+        .insert(RBAC_FILTER.to_owned(), any);
+}
+
+/// Every client id the gateway's Routes name: the bound of per-client stat names.
+pub fn known_clients<'a>(routes: &[&'a Route]) -> BTreeSet<&'a str> {
+    routes
+        .iter()
+        .flat_map(|r| r.rules.iter())
+        .flat_map(|rule| rule.clients.iter().flatten())
+        .map(String::as_str)
+        .collect()
+}
+
+/// `rules` with its policies in name order. prost writes a map in `HashMap` order, which would
+/// change the route table's bytes (and version) from one run to the next.
+fn encode_rules(action: rbac::Action, policies: &BTreeMap<String, Policy>) -> Vec<u8> {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    let mut buf = RbacRules {
+        action: action as i32,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    for (name, policy) in policies {
+        let mut entry = Vec::new();
+        prost::encoding::string::encode(1, name, &mut entry);
+        prost::encoding::message::encode(2, policy, &mut entry);
+        encode_key(2, WireType::LengthDelimited, &mut buf);
+        encode_varint(entry.len() as u64, &mut buf);
+        buf.extend(entry);
+    }
+    buf
 }
 
 /// Per-client request stats and the internal identity header's removal on the virtual host.
@@ -174,13 +245,7 @@ pub fn patch_virtual_host(gateway: &Gateway, routes: &[&Route], vh: &mut Virtual
         vh.request_headers_to_remove.push(header.to_owned());
     }
     // Bounded by the ids the Routes name; everyone else counts under Envoy's `other`.
-    let ids: BTreeSet<&str> = routes
-        .iter()
-        .flat_map(|r| r.rules.iter())
-        .flat_map(|rule| rule.clients.iter().flatten())
-        .map(String::as_str)
-        .collect();
-    vh.virtual_clusters = ids
+    vh.virtual_clusters = known_clients(routes)
         .into_iter()
         .map(|id| VirtualCluster {
             name: id.to_owned(),
@@ -558,7 +623,6 @@ mod tests {
     use super::*;
     use crate::model::{ClientKeySource, Jwt, SecretString};
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType;
-    use prost::Message;
 
     fn gateway(api_keys: bool, jwt: bool) -> Gateway {
         Gateway {
@@ -655,24 +719,39 @@ mod tests {
             backends: vec![],
             clients: clients.map(|c| c.into_iter().map(str::to_owned).collect()),
         };
+        let known = BTreeSet::from(["a", "b", "c"]);
         let mut open = EnvoyRoute::default();
-        patch_route(&g, &rule(None), &mut open);
+        patch_route(&g, &rule(None), &known, &mut open);
         assert!(open.typed_per_filter_config.is_empty());
-        let mut listed = EnvoyRoute::default();
-        patch_route(&g, &rule(Some(vec!["b", "a", "a"])), &mut listed);
-        let per_route =
-            RbacPerRoute::decode(listed.typed_per_filter_config[RBAC_FILTER].value.as_slice())
-                .unwrap();
-        let rules = per_route.rbac.unwrap().rules.unwrap();
+        let listed = || {
+            let mut r = EnvoyRoute::default();
+            patch_route(&g, &rule(Some(vec!["b", "a", "a"])), &known, &mut r);
+            r.typed_per_filter_config[RBAC_FILTER].value.clone()
+        };
+        let bytes = listed();
+        // Deterministic although the policies are a map.
+        assert_eq!(bytes, listed());
+        let rbac = RbacPerRoute::decode(bytes.as_slice())
+            .unwrap()
+            .rbac
+            .unwrap();
+        assert!(rbac.track_per_rule_stats);
+        let rules = rbac.rules.unwrap();
         assert_eq!(rules.action, rbac::Action::Allow as i32);
-        assert_eq!(rules.policies["allowed-clients"].principals.len(), 2);
+        let mut ids: Vec<&String> = rules.policies.keys().collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "b"]);
+        let shadow = rbac.shadow_rules.unwrap();
+        assert_eq!(shadow.action, rbac::Action::Deny as i32);
+        let mut ids: Vec<&String> = shadow.policies.keys().collect();
+        ids.sort();
+        assert_eq!(ids, [OTHER_CLIENTS, "c"]);
         let mut nobody = EnvoyRoute::default();
-        patch_route(&g, &rule(Some(vec![])), &mut nobody);
+        patch_route(&g, &rule(Some(vec![])), &known, &mut nobody);
         let per_route =
             RbacPerRoute::decode(nobody.typed_per_filter_config[RBAC_FILTER].value.as_slice())
                 .unwrap();
-        let rules = per_route.rbac.unwrap().rules.unwrap();
-        assert!(rules.policies["allowed-clients"].principals.is_empty());
+        assert!(per_route.rbac.unwrap().rules.unwrap().policies.is_empty());
     }
 
     #[test]

@@ -93,12 +93,13 @@ pub fn route_config(
     backends: &BTreeMap<String, Backend>,
 ) -> RouteConfiguration {
     let mut envoy_routes = Vec::new();
+    let known_clients = client_auth::known_clients(routes);
     for route in routes {
         for (i, rule) in route.rules.iter().enumerate() {
             let mut rule_routes = rule_routes(&route.name, i, rule, backends);
             // === hook: per-rule route config (typed_per_filter_config) ===
             for r in &mut rule_routes {
-                client_auth::patch_route(gateway, rule, r);
+                client_auth::patch_route(gateway, rule, &known_clients, r);
             }
             envoy_routes.extend(rule_routes);
         }
