@@ -306,6 +306,42 @@ mod tests {
         Arc::new(s)
     }
 
+    /// A Gateway's client keys come from a Secret of its own namespace, named with it.
+    #[test]
+    fn client_keys_secrets_resolve_in_their_namespace() {
+        let mut g = (*gateway("a", "gw", "edge", 1)).clone();
+        g.spec.client_auth = Some(crate::api::ClientAuthSpec {
+            api_keys: Some(crate::api::ClientKeysSpec {
+                secret_ref: Some(crate::api::SecretRef {
+                    name: "team-keys".into(),
+                }),
+                file: None,
+            }),
+            jwt: None,
+            client_id_header: None,
+        });
+        let objects = Objects {
+            gateways: vec![Arc::new(g)],
+            secrets: vec![
+                secret("a", "team-keys", "team-a", b"sk-a"),
+                secret("b", "team-keys", "team-b", b"sk-b"),
+            ],
+            ..Default::default()
+        };
+        let s = build(&objects, &Restrictions::default());
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        let auth = s.model.gateways["a/gw"].client_auth.clone().unwrap();
+        let Some(ClientKeySource::Secret {
+            name,
+            keys: Some(keys),
+        }) = auth.api_keys
+        else {
+            panic!("{auth:?}");
+        };
+        assert_eq!(name, "a/team-keys");
+        assert_eq!(keys.keys().collect::<Vec<_>>(), ["team-a"]);
+    }
+
     /// Objects that crashed the source task (a duration overflow) or that no file could
     /// hold (bytes that are not UTF-8) each get a problem; the rest keeps serving.
     #[test]
