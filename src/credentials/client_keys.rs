@@ -61,9 +61,8 @@ pub fn read(source: &ClientKeySource) -> Result<ClientKeys, ReadError> {
         ClientKeySource::File(path) => parse_file(path)?,
         ClientKeySource::Secret { keys: Some(k), .. } => k.clone(),
         ClientKeySource::Secret { name, keys: None } => {
-            return Err(Revocation::SecretMissing {
+            return Err(Revocation::SecretGone {
                 secret: name.clone(),
-                key: "*".to_owned(),
             }
             .into());
         }
