@@ -57,6 +57,19 @@ fn bearer(key: &str) -> String {
     format!("Bearer {key}")
 }
 
+/// GETs `path` through the gateway.
+async fn get(client: &reqwest::Client, s: &Stack, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = client.get(s.envoy().url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    Reply {
+        status: resp.status().as_u16(),
+        body: resp.text().await.unwrap(),
+    }
+}
+
 /// The JSON error body Envoy answered with, checked for the OpenAI shape.
 fn error_code(reply: &Reply) -> String {
     let body: Value = serde_json::from_str(&reply.body)
@@ -149,15 +162,16 @@ async fn api_keys(mode: Mode) {
         "cluster_manager.cluster_modified",
         "cluster_manager.cds.update_success",
         "listener_manager.total_filter_chains_draining",
+        "http.gw_http.downstream_cx_drain_close",
     ];
     let connections = "http.gw_http.downstream_cx_total";
-    // The refusals above closed the last connection: open the one the loop starts on.
-    let warm = s
-        .send("/v1/chat/completions", &[("authorization", &a0)])
-        .await;
+    // The refusals above closed their connections (Envoy had not read their bodies), maybe
+    // after a delay: a fresh client has none of those in its pool.
+    let client = http();
+    let chat = e.url("/v1/chat/completions");
+    let warm = send(&client, &chat, &[("authorization", &a0)]).await;
     assert_eq!(warm.status, 200, "{}", warm.body);
     let cx_before = e.stat(connections).await;
-    let mut refusals = 0;
     let mut before = Vec::new();
     for st in stats {
         before.push(e.stat(st).await);
@@ -173,11 +187,9 @@ async fn api_keys(mode: Mode) {
             &format!("team-a: sk-team-a-{i}\nteam-b: sk-team-b\n"),
         );
         loop {
-            let reply = s
-                .send("/v1/chat/completions", &[("authorization", &old)])
-                .await;
+            // A GET has no body: Envoy keeps the connection open after refusing it.
+            let reply = get(&client, &s, "/v1/models", &[("authorization", &old)]).await;
             if reply.status == 401 {
-                refusals += 1;
                 break;
             }
             assert_eq!(reply.status, 200, "rotation {i}: {}", reply.body);
@@ -187,9 +199,7 @@ async fn api_keys(mode: Mode) {
             );
         }
         to_refusal.push(t0.elapsed());
-        let reply = s
-            .send("/v1/chat/completions", &[("authorization", &new)])
-            .await;
+        let reply = send(&client, &chat, &[("authorization", &new)]).await;
         assert_eq!(
             reply.status, 200,
             "rotation {i}: new key refused: {}",
@@ -211,12 +221,11 @@ async fn api_keys(mode: Mode) {
             "{st} moved during client key rotations"
         );
     }
-    // Envoy closes a connection after refusing a request whose body it did not read; every
-    // other request, accepted with the old key or the new, kept its keep-alive connection.
-    assert_eq!(
-        e.stat(connections).await - cx_before,
-        refusals,
-        "a rotation closed client connections"
+    // No connection was drained; new ones are rare (a client may reconnect on its own), and
+    // shown rather than asserted.
+    println!(
+        "client key rotation ({mode}): {} new downstream connections over the rotations",
+        e.stat(connections).await - cx_before
     );
     assert!(to_refusal[to_refusal.len() / 2] < Duration::from_millis(500));
 
