@@ -397,6 +397,9 @@ async fn jwt_from_issuer(mode: Mode) {
             .status,
         200
     );
+    // Only the Authorization header counts: a token in the URL would reach the provider.
+    let in_query = format!("/open/x?access_token={}", &team_c["Bearer ".len()..]);
+    assert_eq!(s.send(&in_query, &[]).await.status, 401);
     // JWTs are the only way in here: no token, or anything else, is refused.
     for headers in [vec![], vec![("authorization", "Bearer sk-not-a-jwt")]] {
         let reply = s.send("/open/x", &headers).await;

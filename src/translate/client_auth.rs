@@ -41,8 +41,8 @@ use envoy_types::pb::envoy::extensions::filters::http::header_mutation::v3::{
     HeaderMutation, Mutations,
 };
 use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
-    JwtAuthentication, JwtClaimToHeader, JwtProvider, JwtRequirement, RemoteJwks, RequirementRule,
-    jwt_provider::JwksSourceSpecifier, jwt_requirement::RequiresType,
+    JwtAuthentication, JwtClaimToHeader, JwtHeader, JwtProvider, JwtRequirement, RemoteJwks,
+    RequirementRule, jwt_provider::JwksSourceSpecifier, jwt_requirement::RequiresType,
     requirement_rule::RequirementType,
 };
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::{Rbac, RbacPerRoute};
@@ -483,6 +483,12 @@ fn jwt_filter(
         audiences: jwt.audiences.clone(),
         // Kept for the key filter's skip matcher; stripped right after it.
         forward: true,
+        // Only the header: by default Envoy also takes `?access_token=`, which would then
+        // travel on to the provider in the URL.
+        from_headers: vec![JwtHeader {
+            name: "authorization".to_owned(),
+            value_prefix: "Bearer ".to_owned(),
+        }],
         claim_to_headers: vec![JwtClaimToHeader {
             header_name: id_header.to_owned(),
             claim_name: jwt.client_claim.clone(),
