@@ -29,6 +29,7 @@ fn model(backends: usize) -> Model {
             }],
             ca_bundle_path: "/etc/ssl/certs/ca-certificates.crt".into(),
             xds_clients: Vec::new(),
+            client_auth: None,
         },
     );
     let mut rules = Vec::new();
@@ -77,6 +78,7 @@ fn model(backends: usize) -> Model {
                 priority: 0,
             }],
             retry: tessera::model::Retry::once(),
+            clients: None,
         });
     }
     m.routes.insert(

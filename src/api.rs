@@ -57,7 +57,7 @@ pub mod limits {
     pub const HEADERS: u32 = 16;
     /// Backends per rule.
     pub const BACKENDS: u32 = 64;
-    /// OIDC scopes per client.
+    /// OIDC scopes per client; JWT audiences.
     pub const SCOPES: u32 = 32;
     /// Largest `maxRequestBytes` of a listener: 64 MiB.
     pub const MAX_REQUEST_BYTES: u32 = 64 * 1024 * 1024;
@@ -67,6 +67,8 @@ pub mod limits {
     pub const PRIORITY: u32 = 15;
     /// Attempts of a rule's retry policy (the first try included).
     pub const ATTEMPTS: u32 = 16;
+    /// Client ids per rule.
+    pub const CLIENTS: u32 = 1024;
     /// Largest traffic weight (the weights of a rule must also add up to no more than this).
     pub const WEIGHT: u32 = u32::MAX;
     /// STS `DurationSeconds` range.
@@ -136,6 +138,8 @@ pub struct GatewaySpec {
     /// none means nobody then.
     #[schemars(length(max = l::XDS_CLIENTS))]
     pub xds_clients: Option<Vec<XdsClientSpec>>,
+    /// Who may use the gateway; absent, anyone who reaches a listener may (warned at start).
+    pub client_auth: Option<ClientAuthSpec>,
 }
 
 /// One proven identity allowed to receive a gateway's configuration: exactly one of
@@ -164,6 +168,69 @@ pub struct ServiceAccountSpec {
     pub namespace: String,
     #[schemars(length(min = 1, max = l::NAME))]
     pub name: String,
+}
+
+/// Client authentication: API keys, JWTs, or both (either one authenticates).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.apiKeys) || has(self.jwt)")
+    .message("needs apiKeys, jwt or both"))]
+pub struct ClientAuthSpec {
+    pub api_keys: Option<ClientKeysSpec>,
+    pub jwt: Option<JwtSpec>,
+    /// Forwards the authenticated client id to the backend in this header; absent, the id
+    /// stays inside Envoy.
+    #[schemars(length(min = 1, max = l::HEADER_NAME))]
+    pub client_id_header: Option<String>,
+}
+
+/// Client API keys: a map client id -> key, exactly one of `secretRef` and `file`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.file) != has(self.secretRef)")
+    .message("needs exactly one of file and secretRef"))]
+pub struct ClientKeysSpec {
+    /// A Secret whose data maps client ids to keys.
+    pub secret_ref: Option<SecretRef>,
+    /// A YAML map client id -> key, relative to the YAML file's directory; watched.
+    #[schemars(length(min = 1, max = l::PATH))]
+    pub file: Option<String>,
+}
+
+/// A whole `v1 Secret`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    #[schemars(length(min = 1, max = l::NAME))]
+    pub name: String,
+}
+
+/// JWTs from one issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtSpec {
+    #[schemars(length(min = 1, max = l::URL))]
+    pub issuer: String,
+    /// Accepted `aud` values; absent or empty, any audience.
+    #[schemars(length(max = l::SCOPES), inner(length(min = 1, max = l::TEXT)))]
+    pub audiences: Option<Vec<String>>,
+    pub jwks: JwksSpec,
+    /// The claim that names the client; defaults to `sub`.
+    #[schemars(length(min = 1, max = l::TEXT))]
+    pub client_claim: Option<String>,
+}
+
+/// Where the issuer's keys are: exactly one of `uri` (fetched by Envoy) and `file` (read by
+/// Tessera and sent inline).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.uri) != has(self.file)")
+    .message("needs exactly one of uri and file"))]
+pub struct JwksSpec {
+    #[schemars(length(min = 1, max = l::URL))]
+    pub uri: Option<String>,
+    #[schemars(length(min = 1, max = l::PATH))]
+    pub file: Option<String>,
 }
 
 /// One listening socket.
@@ -449,6 +516,9 @@ pub struct RuleSpec {
     pub backends: Vec<BackendRef>,
     /// When and how often a failed request is tried again, on the next priority.
     pub retry: Option<RetrySpec>,
+    /// Client ids allowed on this rule; absent, any authenticated client.
+    #[schemars(length(max = l::CLIENTS), inner(length(min = 1, max = l::TEXT)))]
+    pub clients: Option<Vec<String>>,
 }
 
 /// Retries of one rule. Defaults: one attempt per priority present (at least 2 when the rule

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use tracing::info;
+use tracing::{info, warn};
 
 /// Owns the credential state that outlives one configuration.
 pub struct Engine {
@@ -22,6 +22,8 @@ pub struct Engine {
     publisher: Arc<Publisher>,
     keys: StaticKeys,
     minters: Minters,
+    /// Gateways without client authentication already warned about.
+    warned_open: HashSet<String>,
 }
 
 impl Engine {
@@ -39,6 +41,7 @@ impl Engine {
             publisher,
             keys: StaticKeys::default(),
             minters: Minters::new(sink, http),
+            warned_open: HashSet::new(),
         }
     }
 
@@ -52,12 +55,12 @@ impl Engine {
             .values()
             .flat_map(|g| g.credentials.iter())
             .collect();
-        let in_use: HashSet<String> = model
-            .policies
-            .keys()
-            .filter(|p| referenced.contains(&names::credential(p)))
-            .cloned()
+        // Policies' credentials and gateways' client keys alike.
+        let in_use: HashSet<String> = credential::forms(model)
+            .map(|(name, _)| name)
+            .filter(|name| referenced.contains(&names::credential(name)))
             .collect();
+        self.warn_open_gateways(model);
         let sink: Arc<dyn Publish> = self.publisher.clone();
         self.keys.reload(model, &sink);
         let plan = self.minters.plan(model, &in_use);
@@ -90,11 +93,7 @@ impl Engine {
         // Held while the tasks' current values are read and published, so a task's newer
         // value can never be overwritten by an older one read here.
         let mut inner = self.publisher.lock();
-        inner.forms = model
-            .policies
-            .values()
-            .map(|p| (p.name.clone(), CredentialForm::of(p)))
-            .collect();
+        inner.forms = credential::forms(model).collect();
         let mut publications = self.keys.publications();
         publications.extend(
             pending
@@ -119,16 +118,21 @@ impl Engine {
             .metrics
             .credential_updates
             .fetch_add(updates as u64, Ordering::Relaxed);
-        let known: HashSet<String> = model
-            .policies
-            .keys()
-            .map(|p| names::credential(p))
-            .collect();
+        let known: HashSet<String> = inner.forms.keys().map(|p| names::credential(p)).collect();
         let board = &self.state.board;
         board.0.retain(|name, _| known.contains(name));
         for (name, p) in &publications {
             let (state, expires) = p.state();
             board.set(&names::credential(name), state, expires);
+        }
+    }
+
+    /// Warns once per gateway that serves anyone who reaches its listeners.
+    fn warn_open_gateways(&mut self, model: &Model) {
+        for g in model.gateways.values().filter(|g| g.client_auth.is_none()) {
+            if self.warned_open.insert(g.name.clone()) {
+                warn!(gateway = %g.name, "no clientAuth: anyone who reaches this gateway's listeners spends its provider credentials");
+            }
         }
     }
 

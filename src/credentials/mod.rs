@@ -12,10 +12,13 @@
 //! * `minters` starts one `supervisor` per short-lived credential; the supervisor owns the
 //!   expiry timer and restarts the `rotator` task, which mints (`aws`, `azure`, with `oidc`
 //!   tokens) and schedules refreshes.
+//! * `client_keys` reads a gateway's client keys (client id -> key), published like any
+//!   long-lived credential under the gateway's [`Gateway::client_keys_credential`] name.
 //! * `status` holds the typed states the admin API and Kubernetes status show.
 
 pub mod aws;
 pub mod azure;
+pub mod client_keys;
 pub mod minters;
 pub mod oidc;
 pub mod reader;
@@ -28,6 +31,8 @@ pub use minters::{Minters, Plan};
 pub use reader::StaticKeys;
 pub use status::{Closed, CredentialState, CredentialStatus, Revocation, StatusBoard};
 
+#[cfg(doc)]
+use crate::model::Gateway;
 use crate::model::{AwsKeys, SecretString};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -41,6 +46,8 @@ pub enum Material {
     Bearer(SecretString),
     /// AWS keys (long-lived or STS).
     Aws(AwsKeys),
+    /// A gateway's client keys, by client id.
+    ClientKeys(client_keys::ClientKeys),
 }
 
 /// What a credential task reports.

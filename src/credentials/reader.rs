@@ -147,11 +147,7 @@ impl StaticKeys {
     /// once the publications were published.
     pub fn reload(&mut self, model: &Model, sink: &Arc<dyn Publish>) {
         let mut old = std::mem::take(&mut self.entries);
-        for policy in model.policies.values() {
-            let Some(source) = Source::of(policy) else {
-                continue;
-            };
-            let name = policy.name.clone();
+        for (name, source) in super::static_key::all(model) {
             if let Some(entry) = old.remove(&name).filter(|e| e.source == source) {
                 self.entries.insert(name, entry);
                 continue;

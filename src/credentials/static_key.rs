@@ -5,8 +5,11 @@
 //! revocation, decided at once. Any other read failure (EACCES while a volume is swapped,
 //! EMFILE, EIO, …) is transient: the caller retries before treating it as a revocation.
 
-use super::{Material, Revocation};
-use crate::model::{AwsKeys, AwsSource, KeySource, PolicyKind, SecretString, SecurityPolicy};
+use super::{Material, Revocation, client_keys};
+use crate::model::{
+    AwsKeys, AwsSource, ClientKeySource, Gateway, KeySource, PolicyKind, SecretString,
+    SecurityPolicy,
+};
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -29,7 +32,12 @@ pub type Read = Result<Material, ReadError>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     ApiKey(KeySource),
-    AwsFile { path: PathBuf, profile: String },
+    AwsFile {
+        path: PathBuf,
+        profile: String,
+    },
+    /// A gateway's client keys.
+    ClientKeys(ClientKeySource),
 }
 
 impl Source {
@@ -48,11 +56,20 @@ impl Source {
         }
     }
 
+    /// The source of `gateway`'s client keys, if it authenticates clients by key.
+    pub fn of_gateway(gateway: &Gateway) -> Option<Self> {
+        let auth = gateway.client_auth.as_ref()?;
+        Some(Self::ClientKeys(auth.api_keys.clone()?))
+    }
+
     /// The file it lives in, if any.
     pub fn file(&self) -> Option<&Path> {
         match self {
-            Self::ApiKey(KeySource::File(p)) | Self::AwsFile { path: p, .. } => Some(p),
-            Self::ApiKey(KeySource::Secret { .. }) => None,
+            Self::ApiKey(KeySource::File(p))
+            | Self::AwsFile { path: p, .. }
+            | Self::ClientKeys(ClientKeySource::File(p)) => Some(p),
+            Self::ApiKey(KeySource::Secret { .. })
+            | Self::ClientKeys(ClientKeySource::Secret { .. }) => None,
         }
     }
 
@@ -63,6 +80,7 @@ impl Source {
             Self::AwsFile { path, profile } => {
                 read_aws_credentials_file(path, profile).map(Material::Aws)
             }
+            Self::ClientKeys(source) => client_keys::read(source).map(Material::ClientKeys),
         }
     }
 }
@@ -70,11 +88,23 @@ impl Source {
 /// Reads every long-lived credential of `model` once, by policy name (offline tools; the
 /// server reads through one `reader` task per credential instead).
 pub fn read_all(model: &crate::model::Model) -> BTreeMap<String, Read> {
-    model
+    all(model)
+        .map(|(name, source)| (name, source.read()))
+        .collect()
+}
+
+/// Every long-lived credential of `model` with the name it is published under: the
+/// policies', then each gateway's client keys.
+pub fn all(model: &crate::model::Model) -> impl Iterator<Item = (String, Source)> + '_ {
+    let policies = model
         .policies
         .values()
-        .filter_map(|p| Some((p.name.clone(), Source::of(p)?.read())))
-        .collect()
+        .filter_map(|p| Some((p.name.clone(), Source::of(p)?)));
+    let gateways = model
+        .gateways
+        .values()
+        .filter_map(|g| Some((g.client_keys_credential(), Source::of_gateway(g)?)));
+    policies.chain(gateways)
 }
 
 /// Reads a secret value: a file's trimmed content or a Secret document's key.

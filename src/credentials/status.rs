@@ -18,6 +18,9 @@ pub enum Revocation {
     FileUnreadable { path: PathBuf, error: String },
     #[error("Secret {secret:?} or its key {key:?} does not exist")]
     SecretMissing { secret: String, key: String },
+    /// A Secret read whole (a gateway's client keys) does not exist.
+    #[error("Secret {secret:?} does not exist")]
+    SecretGone { secret: String },
     #[error("key {key:?} of Secret {secret:?} is empty")]
     SecretKeyEmpty { secret: String, key: String },
     #[error("{}: profile {profile:?} has no aws_access_key_id and aws_secret_access_key", path.display())]

@@ -32,6 +32,8 @@ pub struct Gateway {
     pub ca_bundle_path: String,
     /// Who may receive this gateway's configuration when xDS clients are authenticated.
     pub xds_clients: Vec<XdsClient>,
+    /// Who may use the gateway; `None`: anyone who reaches a listener.
+    pub client_auth: Option<ClientAuth>,
 }
 
 /// A proven xDS client identity a gateway is served to.
@@ -44,6 +46,59 @@ pub enum XdsClient {
     DnsName(String),
     /// A Kubernetes ServiceAccount proven by a reviewed token.
     ServiceAccount { namespace: String, name: String },
+}
+
+impl Gateway {
+    /// The name its client keys are published under as a credential, beside policy names.
+    /// Kubernetes model names are `<ns>/<name>`, so a second `/` names no policy; in file mode
+    /// only a policy literally named `<gateway>/clients` would collide.
+    pub fn client_keys_credential(&self) -> String {
+        format!("{}/clients", self.name)
+    }
+}
+
+/// Client authentication of a gateway: API keys, JWTs or both (either authenticates).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientAuth {
+    pub api_keys: Option<ClientKeySource>,
+    pub jwt: Option<Jwt>,
+    /// The operator's header for forwarding the authenticated client id to backends.
+    pub client_id_header: Option<String>,
+}
+
+/// Where a gateway's client keys (client id -> key) come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum ClientKeySource {
+    /// A YAML map client id -> key, watched; missing means every key is revoked.
+    File(PathBuf),
+    /// A `v1 Secret` whose data maps client ids to keys; `keys` is `None` when it is gone.
+    Secret {
+        name: String,
+        keys: Option<BTreeMap<String, SecretString>>,
+    },
+}
+
+/// JWTs of one issuer; `client_claim` names the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Jwt {
+    pub issuer: String,
+    /// Accepted audiences; empty: any.
+    pub audiences: Vec<String>,
+    pub jwks: Jwks,
+    pub client_claim: String,
+}
+
+/// Where the issuer's signing keys come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Jwks {
+    /// Fetched (and cached) by Envoy from `uri`, served by `endpoint`.
+    Remote {
+        uri: String,
+        endpoint: Endpoint,
+        tls: Option<UpstreamTls>,
+    },
+    /// The JWKS document itself, read by Tessera at load.
+    Inline(String),
 }
 
 /// One listening socket of a gateway.
@@ -304,6 +359,8 @@ pub struct Rule {
     pub matches: Vec<Match>,
     pub backends: Vec<WeightedBackend>,
     pub retry: Retry,
+    /// Client ids allowed on the rule; `None`: any authenticated client.
+    pub clients: Option<Vec<String>>,
 }
 
 /// When a failed attempt is tried again, on the next priority's backends.

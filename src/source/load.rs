@@ -10,6 +10,7 @@ use crate::model::{AllowedEndpoints, Model};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+mod client_auth;
 mod error;
 mod input;
 mod policy;
@@ -49,11 +50,13 @@ pub struct Restrictions {
 /// Loads a configuration file, or every `*.yaml`/`*.yml` file directly inside a directory;
 /// any error fails the whole configuration.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
+    let mut parsed = read(path);
+    set_aside_client_key_files(&mut parsed);
     let Parsed {
         files,
         objects,
         mut errors,
-    } = read(path);
+    } = parsed;
     if files.is_empty() && errors.is_empty() {
         tracing::warn!(path = %path.display(), "no *.yaml or *.yml configuration files found");
     }
@@ -66,6 +69,34 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     // Validation runs in passes; regroup so each file's problems read top to bottom.
     errors.sort_by(|a, b| (&a.file, a.document).cmp(&(&b.file, b.document)));
     Err(ConfigErrors(errors))
+}
+
+/// A Gateway's client-key file may sit beside the configuration as `*.yaml` (a map client id
+/// -> key): it is a credential, read by its own reader, never a configuration file.
+fn set_aside_client_key_files(parsed: &mut Parsed) {
+    let keys: BTreeSet<PathBuf> = parsed
+        .objects
+        .iter()
+        .filter_map(|o| {
+            let Some(Spec::Gateway(spec)) = o.spec() else {
+                return None;
+            };
+            let file = spec
+                .client_auth
+                .as_ref()?
+                .api_keys
+                .as_ref()?
+                .file
+                .as_ref()?;
+            Some(o.origin().file.parent()?.join(file))
+        })
+        .collect();
+    if keys.is_empty() {
+        return;
+    }
+    parsed.files.retain(|f| !keys.contains(f));
+    parsed.objects.retain(|o| !keys.contains(&o.origin().file));
+    parsed.errors.retain(|e| !keys.contains(&e.file));
 }
 
 /// What [`load_partial`] could use, and why the rest was left out.

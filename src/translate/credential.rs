@@ -6,9 +6,9 @@
 
 use super::secret::generic_secret;
 use super::signer::{deny_config, signer_config, signer_filter};
-use super::{ads, http_filter};
+use super::{ads, client_auth, http_filter};
 use crate::credentials::Material;
-use crate::model::{PolicyKind, Provider, SecurityPolicy};
+use crate::model::{Model, PolicyKind, Provider, SecurityPolicy};
 use crate::xds::Resource;
 use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
 use envoy_types::pb::envoy::extensions::filters::http::credential_injector::v3::CredentialInjector;
@@ -28,6 +28,12 @@ pub enum CredentialForm {
     },
     /// An ECDS SigV4 signer config for `region`.
     Signed { region: String },
+    /// A gateway's client keys: the ECDS config of its listener's client-key filter, which
+    /// writes the client id into `client_id_header`; `beside_jwt` when JWTs are accepted too.
+    ClientKeys {
+        client_id_header: String,
+        beside_jwt: bool,
+    },
 }
 
 impl CredentialForm {
@@ -49,6 +55,20 @@ impl CredentialForm {
     }
 }
 
+/// Every credential of `model` with its form, by the name it is published under: the
+/// policies', then each gateway's client keys.
+pub fn forms(model: &Model) -> impl Iterator<Item = (String, CredentialForm)> + '_ {
+    let policies = model
+        .policies
+        .values()
+        .map(|p| (p.name.clone(), CredentialForm::of(p)));
+    let gateways = model.gateways.values().filter_map(|g| {
+        let auth = g.client_auth.as_ref().filter(|a| a.api_keys.is_some())?;
+        Some((g.client_keys_credential(), client_auth::keys_form(auth)))
+    });
+    policies.chain(gateways)
+}
+
 /// The upstream filter that attaches credential `name` to a backend of `provider`.
 pub fn filter(name: &str, form: &CredentialForm, provider: Provider) -> HttpFilter {
     match form {
@@ -61,11 +81,12 @@ pub fn filter(name: &str, form: &CredentialForm, provider: Provider) -> HttpFilt
             )
         }
         CredentialForm::Signed { .. } => signer_filter(name),
+        CredentialForm::ClientKeys { .. } => client_auth::keys_filter(name, form),
     }
 }
 
 /// The resource credential `name` is served as: its material, or with none the form that fails
-/// closed (an empty secret: Envoy answers 401; the RBAC deny config: 403). Material of another
+/// closed (an empty secret: Envoy answers 401; the RBAC deny config: 403; no client keys: 401). Material of another
 /// form than `form` cannot be served either, so it fails closed too.
 pub fn resource(name: &str, form: &CredentialForm, material: Option<&Material>) -> Arc<Resource> {
     match (form, material) {
@@ -75,8 +96,12 @@ pub fn resource(name: &str, form: &CredentialForm, material: Option<&Material>) 
         (CredentialForm::Signed { region }, Some(Material::Aws(keys))) => {
             signer_config(name, region, keys)
         }
+        (CredentialForm::ClientKeys { .. }, Some(Material::ClientKeys(keys))) => {
+            client_auth::keys_config(name, form, Some(keys))
+        }
         (CredentialForm::Injected { .. }, _) => generic_secret(name, None),
         (CredentialForm::Signed { .. }, _) => deny_config(name),
+        (CredentialForm::ClientKeys { .. }, _) => client_auth::keys_config(name, form, None),
     }
 }
 

@@ -1,6 +1,6 @@
 //! LDS listeners (HTTP connection manager with RDS) and their route configurations.
 
-use super::{ads, model_routing, names};
+use super::{ads, client_auth, model_routing, names};
 use crate::model::{Backend, Gateway, Route, Rule};
 use crate::xds::resource::to_any;
 use envoy_types::pb::envoy::config::core::v3::{
@@ -37,13 +37,8 @@ pub fn listener(gateway: &Gateway, l: &crate::model::Listener, body_routing: boo
             config_source: Some(ads()),
             route_config_name: names::route_config(&gateway.name, &l.name),
         })),
-        http_filters: vec![HttpFilter {
-            name: ROUTER.to_owned(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(to_any(
-                &Router::default(),
-            ))),
-            ..Default::default()
-        }],
+        http_filters: http_filters(gateway),
+        local_reply_config: local_reply_config(gateway),
         ..Default::default()
     };
     // --- model routing hook: filters before the router, JSON 413 ---
@@ -89,6 +84,31 @@ pub fn listener(gateway: &Gateway, l: &crate::model::Listener, body_routing: boo
     }
 }
 
+// === hook: HCM filter chain; features add theirs in this order ===
+/// authentication (401) → [route re-selection] → per-route authorization (403) → router.
+fn http_filters(gateway: &Gateway) -> Vec<HttpFilter> {
+    let mut filters = client_auth::authn_filters(gateway);
+    filters.extend(client_auth::authz_filters(gateway));
+    filters.push(HttpFilter {
+        name: ROUTER.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(to_any(
+            &Router::default(),
+        ))),
+        ..Default::default()
+    });
+    filters
+}
+
+/// JSON bodies for Envoy's own replies; every feature appends its mappers.
+fn local_reply_config(gateway: &Gateway) -> Option<LocalReplyConfig> {
+    let mappers = client_auth::local_reply_mappers(gateway);
+    (!mappers.is_empty()).then(|| LocalReplyConfig {
+        mappers,
+        ..Default::default()
+    })
+}
+// === end hook ===
+
 /// The route table of one gateway listener: every rule of every Route attached to the
 /// gateway, Routes in name order and rules in their written order.
 pub fn route_config(
@@ -99,22 +119,30 @@ pub fn route_config(
     body_routing: bool,
 ) -> RouteConfiguration {
     let mut envoy_routes = Vec::new();
+    let known_clients = client_auth::known_clients(routes);
     for route in routes {
         for (i, rule) in route.rules.iter().enumerate() {
-            envoy_routes.extend(rule_routes(&route.name, i, rule, backends));
+            let mut rule_routes = rule_routes(&route.name, i, rule, backends);
+            // === hook: per-rule route config (typed_per_filter_config) ===
+            for r in &mut rule_routes {
+                client_auth::patch_route(gateway, rule, &known_clients, r);
+            }
+            envoy_routes.extend(rule_routes);
         }
     }
     if body_routing {
         envoy_routes.extend(model_routing::fallback_routes());
     }
+    let mut vh = VirtualHost {
+        name: gateway.name.clone(),
+        domains: vec!["*".to_owned()],
+        routes: envoy_routes,
+        ..Default::default()
+    };
+    client_auth::patch_virtual_host(gateway, routes, &mut vh);
     RouteConfiguration {
         name: names::route_config(&gateway.name, &l.name),
-        virtual_hosts: vec![VirtualHost {
-            name: gateway.name.clone(),
-            domains: vec!["*".to_owned()],
-            routes: envoy_routes,
-            ..Default::default()
-        }],
+        virtual_hosts: vec![vh],
         ..Default::default()
     }
 }

@@ -5,6 +5,7 @@
 //! [`translate`] (only the names of the secrets the clusters reference are); `credential`
 //! turns one credential's current value into the resource that carries it.
 
+pub mod client_auth;
 mod cluster;
 pub mod credential;
 mod listener;
@@ -58,6 +59,17 @@ pub fn translate(model: &Model) -> HashMap<String, Arc<GatewayConfig>> {
                     credentials.insert(names::credential(&p.name));
                 }
                 let c = cluster::cluster(backend, policy, gateway);
+                clusters.push(Resource::new(c.name.clone(), &c));
+            }
+            // Client authentication: the client keys' ECDS config and a remote JWKS cluster.
+            if gateway
+                .client_auth
+                .as_ref()
+                .is_some_and(|a| a.api_keys.is_some())
+            {
+                credentials.insert(names::credential(&gateway.client_keys_credential()));
+            }
+            for c in client_auth::clusters(gateway) {
                 clusters.push(Resource::new(c.name.clone(), &c));
             }
             let mut listeners = Vec::new();

@@ -24,3 +24,8 @@ pub fn route_config(gateway: &str, listener: &str) -> String {
 pub fn route(route: &str, rule: usize, matched: usize) -> String {
     format!("route/{route}/rule/{rule}/match/{matched}")
 }
+
+/// The CDS cluster Envoy fetches a gateway's remote JWKS through.
+pub fn jwks_cluster(gateway: &str) -> String {
+    format!("jwks/{gateway}")
+}

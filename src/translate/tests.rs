@@ -31,6 +31,7 @@ fn model() -> Model {
             }],
             ca_bundle_path: "/etc/ssl/certs/ca-certificates.crt".into(),
             xds_clients: Vec::new(),
+            client_auth: None,
         },
     );
     for (name, provider, tls) in [
@@ -87,6 +88,7 @@ fn model() -> Model {
                     },
                 ],
                 retry: crate::model::Retry::once(),
+                clients: None,
             }],
         },
     );

@@ -26,6 +26,7 @@ fn model(kind: PolicyKind) -> Model {
             }],
             ca_bundle_path: "/etc/ssl/certs/ca-certificates.crt".into(),
             xds_clients: Vec::new(),
+            client_auth: None,
         },
     );
     m.backends.insert(
@@ -62,6 +63,7 @@ fn model(kind: PolicyKind) -> Model {
                     priority: 0,
                 }],
                 retry: crate::model::Retry::once(),
+                clients: None,
             }],
         },
     );
@@ -203,4 +205,63 @@ async fn a_minted_credential_waits_failing_closed_and_a_static_successor_publish
         engine.state.board.get(NAME).unwrap().state,
         CredentialState::Present
     );
+}
+
+/// The client ids the served client-key config of gateway `gw` holds.
+fn served_clients(engine: &Engine) -> Option<Vec<String>> {
+    use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
+    use envoy_types::pb::envoy::extensions::filters::http::api_key_auth::v3::ApiKeyAuth;
+    let state = engine.state.cache.state();
+    let resource = state.credentials.get("credential/gw/clients")?;
+    let config = TypedExtensionConfig::decode(resource.any.value.as_slice()).unwrap();
+    let auth = ApiKeyAuth::decode(config.typed_config?.value.as_slice()).unwrap();
+    Some(auth.credentials.into_iter().map(|c| c.client).collect())
+}
+
+#[tokio::test]
+async fn client_keys_are_a_credential_of_their_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let openai = dir.path().join("openai.key");
+    let clients = dir.path().join("clients.yaml");
+    std::fs::write(&openai, "sk-1\n").unwrap();
+    std::fs::write(&clients, "team-a: sk-a\n").unwrap();
+    let mut m = model(key_file(&openai));
+    for g in m.gateways.values_mut() {
+        g.client_auth = Some(ClientAuth {
+            api_keys: Some(ClientKeySource::File(clients.clone())),
+            jwt: None,
+            client_id_header: None,
+        });
+    }
+    let mut engine = engine();
+    engine.apply(&m, true);
+    assert_eq!(served_clients(&engine).unwrap(), ["team-a"]);
+    assert!(engine.is_key_file(&clients));
+    assert_eq!(
+        engine
+            .state
+            .board
+            .get("credential/gw/clients")
+            .unwrap()
+            .state,
+        CredentialState::Present
+    );
+
+    std::fs::write(&clients, "team-a: sk-a\nteam-b: sk-b\n").unwrap();
+    engine.reread_key(&clients);
+    until("the added client", || {
+        (served_clients(&engine)? == ["team-a", "team-b"]).then_some(())
+    })
+    .await;
+    std::fs::remove_file(&clients).unwrap();
+    engine.reread_key(&clients);
+    until("every key revoked", || {
+        served_clients(&engine)?.is_empty().then_some(())
+    })
+    .await;
+
+    // Without clientAuth the config is no longer served, nor shown.
+    engine.apply(&model(key_file(&openai)), true);
+    assert!(served_clients(&engine).is_none());
+    assert!(engine.state.board.get("credential/gw/clients").is_none());
 }

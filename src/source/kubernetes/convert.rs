@@ -4,7 +4,7 @@
 
 use super::Tenancy;
 use crate::api::{BackendResource, BackendSecurityPolicyResource, GatewayResource, RouteResource};
-use crate::model::{KeySource, Model, PolicyKind};
+use crate::model::{ClientKeySource, KeySource, Model, PolicyKind};
 use crate::source::load::{self, Kind, Object, ObjectRef, Origin, SecretData, Spec};
 use crate::source::{Problem, Reason};
 use k8s_openapi::api::core::v1::Secret;
@@ -146,6 +146,11 @@ fn namespaced(model: Model, ns: &str) -> Model {
     let mut out = Model::default();
     for (name, mut g) in model.gateways {
         g.name = q(&name);
+        if let Some(ClientKeySource::Secret { name: secret, .. }) =
+            g.client_auth.as_mut().and_then(|a| a.api_keys.as_mut())
+        {
+            *secret = q(secret);
+        }
         out.gateways.insert(q(&name), g);
     }
     for (name, mut b) in model.backends {
@@ -216,6 +221,7 @@ mod tests {
                 }],
                 ca_bundle_path: None,
                 xds_clients: None,
+                client_auth: None,
             },
         );
         meta(&mut g, ns, name, created);
@@ -252,6 +258,7 @@ mod tests {
                         })
                         .collect(),
                     retry: None,
+                    clients: None,
                 }],
             },
         );
@@ -402,6 +409,42 @@ mod tests {
         let bytes = k8s_openapi::ByteString(value.to_vec());
         s.data = Some([(key.to_owned(), bytes)].into());
         Arc::new(s)
+    }
+
+    /// A Gateway's client keys come from a Secret of its own namespace, named with it.
+    #[test]
+    fn client_keys_secrets_resolve_in_their_namespace() {
+        let mut g = (*gateway("a", "gw", "edge", 1)).clone();
+        g.spec.client_auth = Some(crate::api::ClientAuthSpec {
+            api_keys: Some(crate::api::ClientKeysSpec {
+                secret_ref: Some(crate::api::SecretRef {
+                    name: "team-keys".into(),
+                }),
+                file: None,
+            }),
+            jwt: None,
+            client_id_header: None,
+        });
+        let objects = Objects {
+            gateways: vec![Arc::new(g)],
+            secrets: vec![
+                secret("a", "team-keys", "team-a", b"sk-a"),
+                secret("b", "team-keys", "team-b", b"sk-b"),
+            ],
+            ..Default::default()
+        };
+        let s = build(&objects, &Tenancy::default());
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        let auth = s.model.gateways["a/gw"].client_auth.clone().unwrap();
+        let Some(ClientKeySource::Secret {
+            name,
+            keys: Some(keys),
+        }) = auth.api_keys
+        else {
+            panic!("{auth:?}");
+        };
+        assert_eq!(name, "a/team-keys");
+        assert_eq!(keys.keys().collect::<Vec<_>>(), ["team-a"]);
     }
 
     /// Objects that crashed the source task (a duration overflow) or that no file could

@@ -161,7 +161,9 @@ impl Ctx<'_> {
                 "Pending",
                 "the first credential is being obtained".into(),
             ),
-            CredentialState::Closed(Closed::Revoked(why @ Revocation::SecretMissing { .. })) => (
+            CredentialState::Closed(Closed::Revoked(
+                why @ (Revocation::SecretMissing { .. } | Revocation::SecretGone { .. }),
+            )) => (
                 "False",
                 "Revoked",
                 format!("{why} (only Secrets labelled tessera.dev/credential=true are read)"),

@@ -12,6 +12,7 @@ use std::fs;
 use tempfile::TempDir;
 
 mod bounds;
+mod client_auth;
 mod partial;
 
 const V: &str = "apiVersion: tessera.dev/v1alpha1";
@@ -679,6 +680,7 @@ fn full_config_loads_into_the_model() {
             ],
             ca_bundle_path: "/etc/pki/ca.pem".into(),
             xds_clients: Vec::new(),
+            client_auth: None,
         },
         Gateway {
             name: "internal".into(),
@@ -686,6 +688,7 @@ fn full_config_loads_into_the_model() {
             listeners: vec![listener("http", "10.0.0.1", 9090)],
             ca_bundle_path: "/etc/ssl/certs/ca-certificates.crt".into(),
             xds_clients: Vec::new(),
+            client_auth: None,
         },
     ];
     let endpoint = |host: &str, port, tls| Endpoint {
@@ -791,6 +794,7 @@ fn full_config_loads_into_the_model() {
                 ],
                 backends: vec![weighted("claude", 1)],
                 retry: crate::model::Retry::once(),
+                clients: None,
             },
             Rule {
                 matches: vec![],
@@ -800,6 +804,7 @@ fn full_config_loads_into_the_model() {
                     weighted("mistral", 1),
                 ],
                 retry: crate::model::Retry::once(),
+                clients: None,
             },
         ],
     };

@@ -5,7 +5,7 @@ use super::error::{ConfigError, Kind, ObjectRef};
 use super::input::{Object, Origin, SecretData, Spec};
 use super::sink::{Fault, Sink};
 use super::syntax::{is_header_name, is_host_name, parse_endpoint};
-use super::{Restrictions, policy, schema};
+use super::{Restrictions, client_auth, policy, schema};
 use crate::api::{self, PolicyType};
 use crate::model::{
     Backend, Gateway, HeaderMatch, Listener, Match, Model, ModelMatch, PolicyKind, Retry, RetryOn,
@@ -49,7 +49,7 @@ pub(super) fn validate(
     }
     let mut model = Model::default();
     let secrets = v.secrets();
-    v.gateways(&mut model);
+    v.gateways(&mut model, &secrets);
     v.policies(&mut model, &secrets);
     v.backends(&mut model);
     v.routes(&mut model);
@@ -173,7 +173,7 @@ impl<'a> Validator<'a> {
         secrets
     }
 
-    fn gateways(&mut self, model: &mut Model) {
+    fn gateways(&mut self, model: &mut Model, secrets: &Secrets) {
         let mut clusters = BTreeMap::new();
         let mut sockets = BTreeMap::new();
         for Doc {
@@ -251,12 +251,16 @@ impl<'a> Validator<'a> {
                     }
                 })
                 .collect();
+            let client_auth = spec.client_auth.as_ref();
+            let client_auth =
+                client_auth.and_then(|c| client_auth::client_auth(c, &mut e, secrets));
             let gateway = Gateway {
                 name: name.clone(),
                 node_cluster,
                 listeners,
                 ca_bundle_path,
                 xds_clients,
+                client_auth,
             };
             model.gateways.insert(name.clone(), gateway);
         }
@@ -477,10 +481,19 @@ impl<'a> Validator<'a> {
                         e.err(at.clone(), message);
                     }
                 }
+                let clients = rule.clients;
+                for (c, id) in clients.iter().flatten().enumerate() {
+                    if !client_auth::is_client_id(id) {
+                        let message =
+                            format!("{id:?} is not a client id (printable ASCII, no spaces)");
+                        e.err(format!("spec.rules[{i}].clients[{c}]"), message);
+                    }
+                }
                 rules.push(Rule {
                     matches,
                     backends,
                     retry,
+                    clients,
                 });
             }
             let name = object.name.clone();

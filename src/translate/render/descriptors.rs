@@ -37,6 +37,10 @@ pub const ROOTS: &[&str] = &[
     // Likely soon: client access, model routing, fault handling, observability.
     "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
     "envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
+    "envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+    "envoy.extensions.filters.common.matcher.action.v3.SkipFilter",
+    "envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+    "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
     "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
     "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
     "envoy.extensions.filters.http.lua.v3.Lua",

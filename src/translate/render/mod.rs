@@ -11,7 +11,7 @@ mod redact;
 pub use redact::REDACTED;
 
 use crate::credentials::Material;
-use crate::model::{Model, SecurityPolicy};
+use crate::model::Model;
 use crate::translate::credential::{self, CredentialForm};
 use crate::translate::{names, translate};
 use crate::xds::resource::type_url;
@@ -66,10 +66,8 @@ pub fn offline(
     model: &Model,
     materials: &BTreeMap<String, Material>,
 ) -> Result<BTreeMap<String, Value>, RenderError> {
-    let policies: BTreeMap<String, &SecurityPolicy> = model
-        .policies
-        .values()
-        .map(|p| (names::credential(&p.name), p))
+    let forms: BTreeMap<String, CredentialForm> = credential::forms(model)
+        .map(|(name, form)| (names::credential(&name), form))
         .collect();
     let mut out = BTreeMap::new();
     for (node_cluster, config) in translate(model) {
@@ -77,12 +75,8 @@ pub fn offline(
             .credentials
             .iter()
             .filter_map(|name| {
-                let policy = policies.get(name)?;
-                Some(credential::resource(
-                    name,
-                    &CredentialForm::of(policy),
-                    materials.get(name),
-                ))
+                let form = forms.get(name)?;
+                Some(credential::resource(name, form, materials.get(name)))
             })
             .collect();
         out.insert(node_cluster, gateway(&config, &credentials)?);
