@@ -4,7 +4,7 @@
 //! cache, and diffs what the node may see against what it was last sent. The loops are generic
 //! over the request stream and write to a channel, so they are testable without a socket.
 
-use super::cache::{Cache, NodeIdentity, State};
+use super::cache::{Cache, Denial, NodeIdentity, State};
 use super::identity::token::{UntilReauth, stream_lifetime};
 use super::identity::{Authenticated, Authenticator, PeerIdentity};
 use super::limits::{Limits, bounded_text, nack_text};
@@ -504,6 +504,12 @@ fn refusal(snapshot: &State, node: &NodeIdentity, registry: &Registry) -> Option
     let Authenticated::Peer(peer) = &node.peer else {
         return None;
     };
+    // While the configuration is incomplete (nothing loaded yet after a start, or objects left
+    // out) the gateway may still arrive: hold the stream unanswered instead of sending Envoy
+    // into a reconnect backoff; the next change decides.
+    if denial == Denial::NoGateway && !snapshot.complete {
+        return None;
+    }
     warn!(
         node = %node.id,
         node_cluster = %node.cluster,

@@ -248,3 +248,23 @@ async fn delta_refuses_and_counts_like_sotw() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_proven_identity_waits_for_an_incomplete_configuration_instead_of_being_refused() {
+    // Before anything is loaded (a restart) the gateway may still arrive.
+    let cache = Cache::new();
+    let registry = Arc::new(Registry::default());
+    let mut s = Stream::open(&cache, &registry, peer("gw.a.example"));
+    s.ask("a", type_url::CLUSTER, &[]);
+    let nothing = tokio::time::timeout(Duration::from_millis(200), s.resp.recv()).await;
+    assert!(nothing.is_err(), "held, neither answered nor refused");
+    assert_eq!(registry.refused_total.load(Ordering::Relaxed), 0);
+    publish(&cache, &["gw.a.example"]);
+    assert_eq!(names(&s.next().await.unwrap().unwrap()), ["backend/a"]);
+
+    // Once the configuration is complete, a cluster no Gateway serves is refused.
+    let mut other = Stream::open(&cache, &registry, peer("gw.a.example"));
+    other.ask("nope", type_url::CLUSTER, &[]);
+    let status = other.next().await.unwrap().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+}
