@@ -165,11 +165,16 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             tasks.spawn("Kubernetes source", source.run(updates_tx, status_tx));
         }
         None => {
-            let state_dir = crate::state_dir::StateDir::open(&opts.state_dir)
-                .context("cannot open the state directory")?;
-            let mut source = FileSource::new(config)
-                .context("cannot start the file watcher")?
-                .with_state_dir(state_dir);
+            let mut source = FileSource::new(config).context("cannot start the file watcher")?;
+            // Without a usable state directory Tessera still serves; only a restart with an
+            // invalid configuration then has nothing persisted to fall back on.
+            match crate::state_dir::StateDir::open(&opts.state_dir) {
+                Ok(state_dir) => source = source.with_state_dir(state_dir),
+                Err(e) => warn!(
+                    error = %e,
+                    "state directory unusable: the last good configuration is not persisted across restarts"
+                ),
+            }
             // Applied before the xDS port opens, so a reconnecting Envoy is never answered
             // with an empty configuration.
             applier.apply(source.load());
