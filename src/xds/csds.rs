@@ -379,4 +379,71 @@ mod tests {
             tonic::Code::InvalidArgument
         );
     }
+
+    mod trust {
+        use super::*;
+        use crate::model::XdsClient;
+        use crate::xds::GatewayConfig;
+        use crate::xds::identity::{ConnInfo, PeerIdentity};
+        use std::collections::HashMap;
+
+        fn service(authenticator: Authenticator, unauthenticated: Unauthenticated) -> CsdsService {
+            let cache = Arc::new(Cache::new());
+            let gateway = GatewayConfig {
+                xds_clients: vec![XdsClient::Spiffe("spiffe://t/envoy".into())],
+                ..GatewayConfig::default()
+            };
+            cache.publish(HashMap::from([("gw".to_owned(), Arc::new(gateway))]), []);
+            let registry = Arc::new(Registry::default());
+            registry.open("n1", "gw", false);
+            CsdsService::new(cache, registry, Arc::new(authenticator), unauthenticated)
+        }
+
+        fn request(peer_uri: Option<&str>) -> Request<ClientStatusRequest> {
+            let mut r = Request::new(ClientStatusRequest::default());
+            if let Some(uri) = peer_uri {
+                r.extensions_mut().insert(ConnInfo {
+                    remote: None,
+                    peer: Some(Arc::new(PeerIdentity {
+                        uris: vec![uri.to_owned()],
+                        ..PeerIdentity::default()
+                    })),
+                });
+            }
+            r
+        }
+
+        async fn code(svc: &CsdsService, peer_uri: Option<&str>) -> Option<tonic::Code> {
+            match svc.fetch_client_status(request(peer_uri)).await {
+                Ok(r) => {
+                    assert_eq!(r.get_ref().config.len(), 1);
+                    None
+                }
+                Err(e) => Some(e.code()),
+            }
+        }
+
+        #[tokio::test]
+        async fn unauthenticated_callers_only_on_loopback() {
+            let open = service(Authenticator::off(), Unauthenticated::Allow);
+            assert_eq!(code(&open, None).await, None);
+            let exposed = service(Authenticator::off(), Unauthenticated::Deny);
+            assert_eq!(
+                code(&exposed, None).await,
+                Some(tonic::Code::PermissionDenied)
+            );
+        }
+
+        #[tokio::test]
+        async fn with_client_certificates_only_a_listed_identity() {
+            // Loopback does not relax client authentication once it is on.
+            let svc = service(Authenticator::client_certificates(), Unauthenticated::Allow);
+            assert_eq!(code(&svc, None).await, Some(tonic::Code::Unauthenticated));
+            assert_eq!(
+                code(&svc, Some("spiffe://t/stranger")).await,
+                Some(tonic::Code::PermissionDenied)
+            );
+            assert_eq!(code(&svc, Some("spiffe://t/envoy")).await, None);
+        }
+    }
 }
