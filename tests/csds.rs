@@ -1,6 +1,6 @@
 //! CSDS on the xDS port against real Envoy (SotW and Delta): a connected node is SYNCED on
 //! every type it subscribed to, a key rotation shows up as a new SDS version, and no key value
-//! is ever in an answer.
+//! is ever in an answer. With mTLS, only an identity some Gateway lists is answered.
 
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::status::v3::{
@@ -181,3 +181,65 @@ async fn status_tracks_syncs_and_rotations(mode: Mode) {
     }
 }
 both_modes!(status_tracks_syncs_and_rotations);
+
+/// With mTLS client authentication, CSDS answers an identity some Gateway lists and refuses
+/// any other, even on loopback.
+#[tokio::test]
+async fn with_client_certificates_only_a_listed_identity_is_answered() {
+    use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "xds");
+    let server = pki.leaf(dir.path(), "tessera", &["tessera.local"], ServerAuth);
+    let listed = pki.leaf(dir.path(), "listed", &["gw-1.a.example"], ClientAuth);
+    let stranger = pki.leaf(dir.path(), "stranger", &["gw-1.c.example"], ClientAuth);
+    let config = dir.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("gateway.yaml"),
+        format!(
+            "apiVersion: tessera.dev/v1alpha1\nkind: Gateway\nmetadata: {{name: a}}\nspec:\n  nodeCluster: gw-a\n  listeners: [{{name: http, port: {}, address: 127.0.0.1}}]\n  xdsClients: [{{dnsName: gw-1.a.example}}]\n",
+            port()
+        ),
+    )
+    .unwrap();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let args = [
+        "--xds-tls-cert".to_owned(),
+        path(&server.0),
+        "--xds-tls-key".to_owned(),
+        path(&server.1),
+        "--xds-client-ca".to_owned(),
+        path(&pki.ca),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let tessera = Tessera::start(&config, &args).await;
+
+    let ask = |cert: &(std::path::PathBuf, std::path::PathBuf)| {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(std::fs::read(&pki.ca).unwrap()))
+            .domain_name("tessera.local")
+            .identity(Identity::from_pem(
+                std::fs::read(&cert.0).unwrap(),
+                std::fs::read(&cert.1).unwrap(),
+            ));
+        let url = format!("https://127.0.0.1:{}", tessera.xds_port);
+        async move {
+            let channel = Channel::from_shared(url)
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            ClientStatusDiscoveryServiceClient::new(channel)
+                .fetch_client_status(ClientStatusRequest::default())
+                .await
+                .map(|r| r.into_inner().config.len())
+                .map_err(|e| e.code())
+        }
+    };
+    assert_eq!(ask(&listed).await, Ok(0));
+    assert_eq!(ask(&stranger).await, Err(tonic::Code::PermissionDenied));
+}
