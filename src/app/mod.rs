@@ -18,11 +18,13 @@ use crate::source::key_files::KeyFileWatcher;
 use crate::source::kubernetes::{KubeSource, lease, status};
 use crate::source::{Snapshot, Update};
 use crate::xds::AdsService;
+use crate::xds::csds::{self, CsdsService};
 use crate::xds::identity::Authenticator;
 use crate::xds::resource::VersionKey;
 use crate::xds::transport::{self, ReloadingTls};
 use anyhow::{Context, bail};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -305,11 +307,22 @@ async fn xds_server(
     if let Some(with_tokens) = token_review {
         authenticator = authenticator.with_token_review(with_tokens);
     }
+    let authenticator = Arc::new(authenticator);
     let service = AdsService::configured(
         state.cache.clone(),
         state.registry.clone(),
-        Arc::new(authenticator),
+        authenticator.clone(),
         opts.xds_limits,
+    );
+    let status_service = CsdsService::new(
+        state.cache.clone(),
+        state.registry.clone(),
+        authenticator,
+        if opts.xds_address.ip().is_loopback() {
+            csds::Unauthenticated::Allow
+        } else {
+            csds::Unauthenticated::Deny
+        },
     );
     let mut builder = Server::builder()
         .max_concurrent_streams(Some(opts.xds_limits.max_streams_per_connection))
@@ -326,7 +339,9 @@ async fn xds_server(
         "xDS (ADS) listening"
     );
     let incoming = transport::incoming(listener, tls.clone());
-    let router = builder.add_service(AggregatedDiscoveryServiceServer::new(service));
+    let router = builder
+        .add_service(AggregatedDiscoveryServiceServer::new(service))
+        .add_service(ClientStatusDiscoveryServiceServer::new(status_service));
     let server = async move {
         router
             .serve_with_incoming(incoming)

@@ -1,6 +1,7 @@
 //! xDS: the resource cache and the ADS gRPC service that serves it.
 
 pub mod cache;
+pub mod csds;
 pub mod identity;
 pub mod limits;
 pub mod resource;
@@ -9,6 +10,7 @@ pub mod status;
 pub mod transport;
 
 pub use cache::{Cache, GatewayConfig, NodeIdentity, State, TypeSet};
+pub use csds::CsdsService;
 pub use limits::Limits;
 pub use resource::{Resource, type_url};
 pub use server::AdsService;

@@ -377,6 +377,7 @@ impl StreamState {
         self.registry.update(self.id, type_url::short(t), |s| {
             s.nacks += 1;
             s.last_nack = Some(detail);
+            s.nacked = bounded_text(version, MAX_SHOWN_VERSION);
         });
     }
 

@@ -26,6 +26,8 @@ pub struct TypeStatus {
     /// The most recent NACK's error detail as made safe by [`super::limits::nack_text`]:
     /// withheld for credential-bearing types (it may echo the secret), else cut and escaped.
     pub last_nack: Option<String>,
+    /// What the most recent NACK refused, in the same terms as `sent`.
+    pub nacked: String,
 }
 
 /// One ADS stream.

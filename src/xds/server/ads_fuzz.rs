@@ -5,7 +5,7 @@
 //! Invariants: no panic; a stream ends only with INVALID_ARGUMENT or RESOURCE_EXHAUSTED;
 //! no credential resource reaches a node whose gateway does not reference it, nor one the
 //! node did not ask for; a NACK alone never brings a response (no resend loop); every nonce
-//! is new; a credential NACK's text (which may echo the key) never reaches `/status`.
+//! is new; a credential NACK's text (which may echo the key) never reaches `/status` or CSDS.
 //!
 //! Longer runs: `PROPTEST_CASES=100000 cargo test --lib ads_fuzz`.
 
@@ -309,6 +309,14 @@ fn ends_rightly(status: &Status) {
 fn shown_without_keys(registry: &Registry) {
     let shown = serde_json::to_string(&registry.snapshot()).unwrap();
     assert!(!shown.contains(KEY_MARK), "a key in /status: {shown}");
+    let csds = crate::xds::csds::client_configs(&registry.snapshot(), &[]).unwrap();
+    let bytes: Vec<u8> = csds.iter().flat_map(|c| c.encode_to_vec()).collect();
+    assert!(
+        !bytes
+            .windows(KEY_MARK.len())
+            .any(|w| w == KEY_MARK.as_bytes()),
+        "a key in a CSDS answer"
+    );
 }
 
 /// What one run exercised, to show the suite reaches what it checks.

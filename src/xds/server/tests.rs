@@ -185,6 +185,21 @@ async fn sotw_sends_acks_and_pushes_rotations_only_for_secrets() {
     h.req.send(Ok(nack)).unwrap();
     h.nothing().await;
     assert_eq!(registry.nacks_total.load(Ordering::Relaxed), 1);
+
+    // CSDS: CDS is in sync; SDS is in error on the rotated version, the NACK text withheld.
+    use envoy_types::pb::envoy::service::status::v3::ConfigStatus;
+    let csds = crate::xds::csds::client_configs(&registry.snapshot(), &[]).unwrap();
+    let types = &csds[0].generic_xds_configs;
+    let of = |t: &str| types.iter().find(|g| g.type_url == t).unwrap();
+    assert_eq!(
+        of(type_url::CLUSTER).config_status,
+        ConfigStatus::Synced as i32
+    );
+    let sds = of(type_url::SECRET);
+    assert_eq!(sds.config_status, ConfigStatus::Error as i32);
+    assert_eq!(sds.version_info, rotated.version_info);
+    let details = &sds.error_state.as_ref().unwrap().details;
+    assert!(!details.contains("bad secret"), "{details}");
 }
 
 #[tokio::test]
