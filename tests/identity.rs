@@ -321,7 +321,14 @@ async fn gateways_by_certificate(mode: Mode) {
             .is_err_and(|e| !e.starts_with("PermissionDenied")),
         "{stranger:?}"
     );
-    assert!(tessera.logs().contains("xDS TLS handshake failed"));
+    // The server logs the failed handshake just after the client sees it fail.
+    eventually("the failed handshake logged", DEADLINE, || async {
+        tessera
+            .logs()
+            .contains("xDS TLS handshake failed")
+            .then_some(())
+    })
+    .await;
 }
 both_modes!(gateways_by_certificate);
 
