@@ -2,6 +2,7 @@
 //! `admin` depends on it alone and `app` → `admin` stays a one-way edge.
 
 use crate::credentials::StatusBoard;
+use dashmap::DashMap;
 use crate::xds::{Cache, Registry};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -46,6 +47,10 @@ pub struct Metrics {
     /// Credential values pushed with new content: first values, rotations, mints,
     /// revocations and expiries, from every credential source.
     pub credential_updates: AtomicU64,
+    /// Attempts to mint each short-lived credential, by policy.
+    pub credential_attempts: DashMap<String, u64>,
+    /// Failed attempts, by policy and the fixed failure class (`MintError::class`).
+    pub credential_failures: DashMap<(String, &'static str), u64>,
 }
 
 /// State shared by the tasks and the admin API.

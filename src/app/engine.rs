@@ -118,9 +118,19 @@ impl Engine {
             .metrics
             .credential_updates
             .fetch_add(updates as u64, Ordering::Relaxed);
+        if updates > 0 {
+            info!(resources = updates, "credentials pushed with the configuration");
+        }
         let known: HashSet<String> = inner.forms.keys().map(|p| names::credential(p)).collect();
         let board = &self.state.board;
         board.0.retain(|name, _| known.contains(name));
+        let metrics = &self.state.metrics;
+        metrics
+            .credential_attempts
+            .retain(|policy, _| inner.forms.contains_key(policy));
+        metrics
+            .credential_failures
+            .retain(|(policy, _), _| inner.forms.contains_key(policy));
         for (name, p) in &publications {
             let (state, expires) = p.state();
             board.set(&names::credential(name), state, expires);
@@ -211,18 +221,39 @@ impl Publish for Publisher {
         }
     }
 
+    fn attempted(&self, name: &str, ticket: Ticket, failure: Option<&'static str>) {
+        let inner = self.lock();
+        if inner.tickets.get(name) != Some(&ticket.0) {
+            return;
+        }
+        let metrics = &self.state.metrics;
+        *metrics
+            .credential_attempts
+            .entry(name.to_owned())
+            .or_default() += 1;
+        if let Some(class) = failure {
+            *metrics
+                .credential_failures
+                .entry((name.to_owned(), class))
+                .or_default() += 1;
+        }
+    }
+
     fn publish(&self, name: &str, ticket: Ticket, publication: Publication) {
         let inner = self.lock();
         if inner.tickets.get(name) != Some(&ticket.0) {
             return;
         }
-        if let Some(resource) = inner.resource(&self.key, name, &publication)
-            && self.state.cache.set_credentials([resource])
-        {
-            self.state
-                .metrics
-                .credential_updates
-                .fetch_add(1, Ordering::Relaxed);
+        if let Some(resource) = inner.resource(&self.key, name, &publication) {
+            let version = resource.version.clone();
+            if self.state.cache.set_credentials([resource]) {
+                self.state
+                    .metrics
+                    .credential_updates
+                    .fetch_add(1, Ordering::Relaxed);
+                // The version is keyed (an HMAC): it tells values apart without revealing one.
+                info!(credential = %name, state = publication.state().0.name(), version = %version, resources = 1, "credential pushed");
+            }
         }
         let (state, expires) = publication.state();
         self.state

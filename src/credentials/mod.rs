@@ -93,6 +93,9 @@ pub trait Publish: Send + Sync + 'static {
     fn retire(&self, name: &str, ticket: Ticket);
     /// Publishes a change of policy `name`'s credential, unless `ticket` was superseded.
     fn publish(&self, name: &str, ticket: Ticket, publication: Publication);
+    /// Counts one attempt to obtain policy `name`'s credential; `failure` is the fixed class
+    /// of why it failed. Only counted: the publication that follows carries the state.
+    fn attempted(&self, _name: &str, _ticket: Ticket, _failure: Option<&'static str>) {}
 }
 
 /// One task's handle for publishing its credential.
@@ -126,6 +129,11 @@ impl Outlet {
     /// Publishes a change.
     pub fn publish(&self, publication: Publication) {
         self.sink.publish(&self.name, self.ticket, publication);
+    }
+
+    /// Counts an attempt to obtain the credential (see [`Publish::attempted`]).
+    pub fn attempted(&self, failure: Option<&'static str>) {
+        self.sink.attempted(&self.name, self.ticket, failure);
     }
 }
 
