@@ -149,6 +149,8 @@ pub(crate) mod testing {
     pub struct Recorder {
         tickets: Mutex<HashMap<String, u64>>,
         pub log: Mutex<Vec<(Instant, String, Publication)>>,
+        /// Every attempt counted: the failure class, `None` for a success.
+        pub attempts: Mutex<Vec<Option<&'static str>>>,
     }
 
     impl Recorder {
@@ -192,6 +194,12 @@ pub(crate) mod testing {
                 .lock()
                 .unwrap()
                 .push((Instant::now(), name.to_owned(), publication));
+        }
+
+        fn attempted(&self, name: &str, ticket: Ticket, failure: Option<&'static str>) {
+            if self.tickets.lock().unwrap().get(name) == Some(&ticket.0) {
+                self.attempts.lock().unwrap().push(failure);
+            }
         }
     }
 }

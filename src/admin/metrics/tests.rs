@@ -141,3 +141,88 @@ fn every_family_has_help_and_type() {
         );
     }
 }
+
+/// Every `tessera_*` name in `text`.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("tessera_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// Every family `render` can emit (with a credential and a gateway so none is empty).
+fn families() -> String {
+    let state = state_with_gateway("gw");
+    state.board.set(
+        "credential/k",
+        CredentialState::Present,
+        Some(SystemTime::now()),
+    );
+    state.metrics.credential_attempts.insert("k".into(), 1);
+    state
+        .metrics
+        .credential_failures
+        .insert(("k".into(), "sts"), 1);
+    render(&state, SystemTime::now())
+}
+
+#[test]
+fn the_alert_rules_parse_and_use_only_rendered_metrics() {
+    let text = include_str!("../../../config/observability/alerts.yaml");
+    let rules: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+    let rules = rules["groups"][0]["rules"].as_sequence().unwrap();
+    let body = families();
+    let alerts: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    for wanted in [
+        "TesseraCredentialExpiringWhileRefreshFails",
+        "TesseraXdsNacks",
+        "TesseraGatewayWithoutNodes",
+    ] {
+        assert!(alerts.contains(&wanted), "{wanted} missing: {alerts:?}");
+    }
+    for rule in rules {
+        let expr = rule["expr"].as_str().unwrap();
+        assert!(!metric_names(expr).is_empty(), "{expr}");
+        for name in metric_names(expr) {
+            assert!(
+                body.contains(&format!("# TYPE {name} ")),
+                "{} uses {name}, which /metrics does not render",
+                rule["alert"].as_str().unwrap()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_dashboard_parses_and_uses_only_rendered_metrics() {
+    let text = include_str!("../../../config/observability/grafana-dashboard.json");
+    let dashboard: serde_json::Value = serde_json::from_str(text).unwrap();
+    let body = families();
+    let exprs: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap())
+        .collect();
+    let used: Vec<String> = exprs.iter().flat_map(|e| metric_names(e)).collect();
+    for name in &used {
+        assert!(body.contains(&format!("# TYPE {name} ")), "{name}");
+    }
+    for name in [
+        "tessera_credential_seconds_to_expiry",
+        "tessera_credential_state",
+        "tessera_credential_refresh_failures_total",
+        "tessera_xds_connected_nodes",
+        "tessera_xds_nacks_total",
+    ] {
+        assert!(used.iter().any(|u| u == name), "{name} not on the dashboard");
+    }
+}
