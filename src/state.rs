@@ -2,8 +2,8 @@
 //! `admin` depends on it alone and `app` → `admin` stays a one-way edge.
 
 use crate::credentials::StatusBoard;
-use dashmap::DashMap;
 use crate::xds::{Cache, Registry};
+use dashmap::DashMap;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};

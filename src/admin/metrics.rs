@@ -1,5 +1,5 @@
 //! `/metrics` in the Prometheus text format. Every label value comes from a bounded set: policy
-//! and gateway names from the configuration (unknown node clusters folded into one value),
+//! names and gateways' node clusters from the configuration (unknown ones folded into one value),
 //! the fixed xDS types, states and failure classes. Never a node id, never a value.
 
 use crate::credentials::CredentialState;
@@ -169,7 +169,7 @@ fn xds(state: &AppState, out: &mut String) {
         out,
         "tessera_xds_connected_nodes",
         "gauge",
-        "Connected ADS streams by gateway (the node cluster) and protocol mode.",
+        "Connected ADS streams by gateway (its node cluster) and protocol mode.",
     );
     for ((gateway, mode), n) in nodes {
         f.sample(&[("gateway", gateway), ("mode", mode)], n);

@@ -105,22 +105,28 @@ impl Engine {
             .filter_map(|(name, p)| Some((name, inner.resource(&self.publisher.key, name, p)?)))
             .collect();
         let served = self.state.cache.state();
-        let updates = resources
+        let pushed: Vec<(&String, &Arc<Resource>)> = resources
             .iter()
             .filter(|(policy, r)| {
                 in_use.contains(*policy)
                     && served.credentials.get(&r.name).map(|s| &s.version) != Some(&r.version)
             })
-            .count();
+            .map(|(policy, r)| (*policy, r))
+            .collect();
+        let updates = pushed.len();
+        for (policy, r) in pushed {
+            let state = publications
+                .iter()
+                .find(|(name, _)| name == policy)
+                .map(|(_, p)| p.state().0.name());
+            info!(credential = %policy, state, version = %r.version, resources = 1, "credential pushed");
+        }
         let resources = resources.into_iter().map(|(_, r)| r);
         self.state.cache.publish_with(gateways, resources, complete);
         self.state
             .metrics
             .credential_updates
             .fetch_add(updates as u64, Ordering::Relaxed);
-        if updates > 0 {
-            info!(resources = updates, "credentials pushed with the configuration");
-        }
         let known: HashSet<String> = inner.forms.keys().map(|p| names::credential(p)).collect();
         let board = &self.state.board;
         board.0.retain(|name, _| known.contains(name));

@@ -91,7 +91,11 @@ fn credentials_report_state_expiry_and_attempts_without_their_errors() {
     let body = render(&state, now);
     assert!(!body.contains("sk-leaked"), "{body}");
     let states = samples(&body, "tessera_credential_state");
-    assert_eq!(states.len(), 2 * STATES.len(), "every state of each credential");
+    assert_eq!(
+        states.len(),
+        2 * STATES.len(),
+        "every state of each credential"
+    );
     assert!(states.contains(&r#"tessera_credential_state{credential="aws",state="failing"} 1"#));
     assert!(states.contains(&r#"tessera_credential_state{credential="aws",state="present"} 0"#));
     assert!(states.contains(&r#"tessera_credential_state{credential="key",state="pending"} 1"#));
@@ -116,11 +120,9 @@ fn credentials_report_state_expiry_and_attempts_without_their_errors() {
 #[test]
 fn label_values_from_configuration_are_escaped() {
     let state = AppState::default();
-    state.board.set(
-        "credential/a\"b\\c\nd",
-        CredentialState::Present,
-        None,
-    );
+    state
+        .board
+        .set("credential/a\"b\\c\nd", CredentialState::Present, None);
     let body = render(&state, SystemTime::now());
     assert!(
         body.contains(r#"tessera_credential_state{credential="a\"b\\c\nd",state="present"} 1"#),
@@ -131,7 +133,9 @@ fn label_values_from_configuration_are_escaped() {
 #[test]
 fn every_family_has_help_and_type() {
     let state = state_with_gateway("gw");
-    state.board.set("credential/k", CredentialState::Present, None);
+    state
+        .board
+        .set("credential/k", CredentialState::Present, None);
     let body = render(&state, SystemTime::now());
     for line in body.lines().filter(|l| !l.starts_with('#')) {
         let family = line.split(['{', ' ']).next().unwrap();
@@ -223,6 +227,9 @@ fn the_dashboard_parses_and_uses_only_rendered_metrics() {
         "tessera_xds_connected_nodes",
         "tessera_xds_nacks_total",
     ] {
-        assert!(used.iter().any(|u| u == name), "{name} not on the dashboard");
+        assert!(
+            used.iter().any(|u| u == name),
+            "{name} not on the dashboard"
+        );
     }
 }
