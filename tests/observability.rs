@@ -7,7 +7,7 @@ const MODEL_PATH: &str = "/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke
 const API_KEY: &str = "sk-observability-key-value-4711";
 const SA_TOKEN: &str = "header.observability-sa-token.signature";
 
-fn config(listener: u16, peers: &AwsPeers, token: &std::path::Path) -> String {
+fn config(listener: u16, bedrock: u16, sts: u16, token: &std::path::Path) -> String {
     format!(
         r#"apiVersion: tessera.dev/v1alpha1
 kind: Gateway
@@ -55,8 +55,6 @@ spec:
     backends: [{{name: bedrock}}]
   - backends: [{{name: openai}}]
 "#,
-        bedrock = peers.bedrock_port,
-        sts = peers.sts_port,
         token = token.display(),
     )
 }
@@ -77,7 +75,8 @@ async fn metrics_and_json_logs(mode: Mode) {
         .config_file("config.yaml")
         .configure(|s| {
             s.write("openai.key", format!("{API_KEY}\n"));
-            s.write("config.yaml", config(s.listener, &peers, &token));
+            let yaml = config(s.listener, peers.bedrock_port, peers.sts_port, &token);
+            s.write("config.yaml", yaml);
         })
         .tessera_args(&["--log-format", "json"])
         .envoy(mode)
@@ -169,3 +168,36 @@ async fn metrics_and_json_logs(mode: Mode) {
     assert_eq!(key["state"], "present");
 }
 both_modes!(metrics_and_json_logs);
+
+/// STS is down: every failed attempt is counted under its class, and the credential shows as
+/// unavailable with no expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_refreshes_are_counted_by_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{SA_TOKEN}\n")).unwrap();
+    std::fs::write(dir.path().join("openai.key"), API_KEY).unwrap();
+    // Nothing listens on the STS port: connections are refused.
+    let config_path = dir.path().join("config.yaml");
+    std::fs::write(&config_path, config(port(), port(), port(), &token)).unwrap();
+    let tessera = Tessera::start(&config_path, &[]).await;
+    let url = format!("http://127.0.0.1:{}/metrics", tessera.admin_port);
+    let failures = r#"tessera_credential_refresh_failures_total{credential="aws",reason="sts"}"#;
+    let body = eventually("two failed STS attempts counted", DEADLINE, || async {
+        let body = http().get(&url).send().await.ok()?.text().await.ok()?;
+        (sample(&body, failures)? >= 2.0).then_some(body)
+    })
+    .await;
+    let attempts = sample(
+        &body,
+        r#"tessera_credential_refresh_attempts_total{credential="aws"}"#,
+    )
+    .unwrap();
+    assert!(attempts >= sample(&body, failures).unwrap(), "{body}");
+    let unavailable = r#"tessera_credential_state{credential="aws",state="unavailable"}"#;
+    assert_eq!(sample(&body, unavailable), Some(1.0), "{body}");
+    assert!(
+        !body.contains("tessera_credential_seconds_to_expiry{credential=\"aws\"}"),
+        "{body}"
+    );
+}
