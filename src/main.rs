@@ -91,6 +91,10 @@ enum Command {
         /// Without it, `/status` is served only when --admin-address is loopback.
         #[arg(long)]
         admin_token_file: Option<PathBuf>,
+        /// Log line format on stderr: `text` for people, `json` (one object a line) for a log
+        /// pipeline.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
         #[command(flatten)]
         xds_limits: XdsLimitArgs,
     },
@@ -216,9 +220,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             key_reread_interval,
             state_dir,
             admin_token_file,
+            log_format,
             xds_limits,
         } => {
-            init_logging();
+            init_logging(log_format);
             let state_dir = state_dir.unwrap_or_else(|| default_state_dir(&config, kubernetes));
             let endpoints = tessera::model::AllowedEndpoints::parse(&allow_endpoint)?;
             let kubernetes = kubernetes.then(|| tessera::source::kubernetes::KubeOptions {
@@ -432,11 +437,22 @@ fn split_host_port(address: &str) -> anyhow::Result<(String, u16)> {
     ))
 }
 
-fn init_logging() {
+/// How `serve` writes its log lines.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        // Fields at the top level, so a pipeline can filter on `credential` or `node` directly.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }

@@ -3,6 +3,7 @@
 
 use crate::credentials::StatusBoard;
 use crate::xds::{Cache, Registry};
+use dashmap::DashMap;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -46,6 +47,10 @@ pub struct Metrics {
     /// Credential values pushed with new content: first values, rotations, mints,
     /// revocations and expiries, from every credential source.
     pub credential_updates: AtomicU64,
+    /// Attempts to mint each short-lived credential, by policy.
+    pub credential_attempts: DashMap<String, u64>,
+    /// Failed attempts, by policy and the fixed failure class (`MintError::class`).
+    pub credential_failures: DashMap<(String, &'static str), u64>,
 }
 
 /// State shared by the tasks and the admin API.

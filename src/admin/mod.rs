@@ -4,13 +4,14 @@
 //! connected node, its cluster and identity: a map for an attacker, so it is served only to a
 //! bearer of the `--admin-token-file` token, or, without one, only on a loopback admin address.
 
+mod metrics;
+
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use std::fmt::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -181,72 +182,10 @@ fn xds_security(state: &AppState) -> serde_json::Value {
 }
 
 async fn metrics(State(Admin { state, .. }): State<Admin>) -> impl IntoResponse {
-    let mut out = String::new();
-    let r = &state.registry;
-    let m = &state.metrics;
-    let lines: [(&str, &str, &str, u64); 9] = [
-        (
-            "tessera_xds_streams",
-            "gauge",
-            "Connected ADS streams.",
-            r.streams.len() as u64,
-        ),
-        (
-            "tessera_xds_responses_total",
-            "counter",
-            "xDS responses sent.",
-            r.responses_total.load(Ordering::Relaxed),
-        ),
-        (
-            "tessera_xds_nacks_total",
-            "counter",
-            "Updates Envoy rejected.",
-            r.nacks_total.load(Ordering::Relaxed),
-        ),
-        (
-            "tessera_xds_refused_streams_total",
-            "counter",
-            "ADS streams refused because their proven identity may not have the claimed gateway.",
-            r.refused_total.load(Ordering::Relaxed),
-        ),
-        (
-            "tessera_xds_unreferenced_credential_requests_total",
-            "counter",
-            "Credential names requested by nodes whose gateway does not reference them (nothing sent).",
-            r.unreferenced_credentials_total.load(Ordering::Relaxed),
-        ),
-        (
-            "tessera_config_reloads_total",
-            "counter",
-            "Configurations applied.",
-            m.reloads_ok.load(Ordering::Relaxed),
-        ),
-        (
-            "tessera_config_rejected_total",
-            "counter",
-            "Configurations rejected as invalid.",
-            m.reloads_rejected.load(Ordering::Relaxed),
-        ),
-        (
-            "tessera_credential_updates_total",
-            "counter",
-            "Credential values pushed with new content (first values, rotations, mints, revocations, expiries).",
-            m.credential_updates.load(Ordering::Relaxed),
-        ),
-        (
-            "tessera_ready",
-            "gauge",
-            "1 once a valid configuration is served.",
-            u64::from(state.ready.load(Ordering::Relaxed)),
-        ),
-    ];
-    for (name, kind, help, value) in lines {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::render(&state, std::time::SystemTime::now()),
+    )
 }
 
 #[cfg(test)]

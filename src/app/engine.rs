@@ -105,13 +105,22 @@ impl Engine {
             .filter_map(|(name, p)| Some((name, inner.resource(&self.publisher.key, name, p)?)))
             .collect();
         let served = self.state.cache.state();
-        let updates = resources
+        let pushed: Vec<(&String, &Arc<Resource>)> = resources
             .iter()
             .filter(|(policy, r)| {
                 in_use.contains(*policy)
                     && served.credentials.get(&r.name).map(|s| &s.version) != Some(&r.version)
             })
-            .count();
+            .map(|(policy, r)| (*policy, r))
+            .collect();
+        let updates = pushed.len();
+        for (policy, r) in pushed {
+            let state = publications
+                .iter()
+                .find(|(name, _)| name == policy)
+                .map(|(_, p)| p.state().0.name());
+            info!(credential = %policy, state, version = %r.version, resources = 1, "credential pushed");
+        }
         let resources = resources.into_iter().map(|(_, r)| r);
         self.state.cache.publish_with(gateways, resources, complete);
         self.state
@@ -121,6 +130,13 @@ impl Engine {
         let known: HashSet<String> = inner.forms.keys().map(|p| names::credential(p)).collect();
         let board = &self.state.board;
         board.0.retain(|name, _| known.contains(name));
+        let metrics = &self.state.metrics;
+        metrics
+            .credential_attempts
+            .retain(|policy, _| inner.forms.contains_key(policy));
+        metrics
+            .credential_failures
+            .retain(|(policy, _), _| inner.forms.contains_key(policy));
         for (name, p) in &publications {
             let (state, expires) = p.state();
             board.set(&names::credential(name), state, expires);
@@ -211,18 +227,39 @@ impl Publish for Publisher {
         }
     }
 
+    fn attempted(&self, name: &str, ticket: Ticket, failure: Option<&'static str>) {
+        let inner = self.lock();
+        if inner.tickets.get(name) != Some(&ticket.0) {
+            return;
+        }
+        let metrics = &self.state.metrics;
+        *metrics
+            .credential_attempts
+            .entry(name.to_owned())
+            .or_default() += 1;
+        if let Some(class) = failure {
+            *metrics
+                .credential_failures
+                .entry((name.to_owned(), class))
+                .or_default() += 1;
+        }
+    }
+
     fn publish(&self, name: &str, ticket: Ticket, publication: Publication) {
         let inner = self.lock();
         if inner.tickets.get(name) != Some(&ticket.0) {
             return;
         }
-        if let Some(resource) = inner.resource(&self.key, name, &publication)
-            && self.state.cache.set_credentials([resource])
-        {
-            self.state
-                .metrics
-                .credential_updates
-                .fetch_add(1, Ordering::Relaxed);
+        if let Some(resource) = inner.resource(&self.key, name, &publication) {
+            let version = resource.version.clone();
+            if self.state.cache.set_credentials([resource]) {
+                self.state
+                    .metrics
+                    .credential_updates
+                    .fetch_add(1, Ordering::Relaxed);
+                // The version is keyed (an HMAC): it tells values apart without revealing one.
+                info!(credential = %name, state = publication.state().0.name(), version = %version, resources = 1, "credential pushed");
+            }
         }
         let (state, expires) = publication.state();
         self.state

@@ -93,6 +93,9 @@ pub trait Publish: Send + Sync + 'static {
     fn retire(&self, name: &str, ticket: Ticket);
     /// Publishes a change of policy `name`'s credential, unless `ticket` was superseded.
     fn publish(&self, name: &str, ticket: Ticket, publication: Publication);
+    /// Counts one attempt to obtain policy `name`'s credential; `failure` is the fixed class
+    /// of why it failed. Only counted: the publication that follows carries the state.
+    fn attempted(&self, _name: &str, _ticket: Ticket, _failure: Option<&'static str>) {}
 }
 
 /// One task's handle for publishing its credential.
@@ -127,6 +130,11 @@ impl Outlet {
     pub fn publish(&self, publication: Publication) {
         self.sink.publish(&self.name, self.ticket, publication);
     }
+
+    /// Counts an attempt to obtain the credential (see [`Publish::attempted`]).
+    pub fn attempted(&self, failure: Option<&'static str>) {
+        self.sink.attempted(&self.name, self.ticket, failure);
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +149,8 @@ pub(crate) mod testing {
     pub struct Recorder {
         tickets: Mutex<HashMap<String, u64>>,
         pub log: Mutex<Vec<(Instant, String, Publication)>>,
+        /// Every attempt counted: the failure class, `None` for a success.
+        pub attempts: Mutex<Vec<Option<&'static str>>>,
     }
 
     impl Recorder {
@@ -184,6 +194,12 @@ pub(crate) mod testing {
                 .lock()
                 .unwrap()
                 .push((Instant::now(), name.to_owned(), publication));
+        }
+
+        fn attempted(&self, name: &str, ticket: Ticket, failure: Option<&'static str>) {
+            if self.tickets.lock().unwrap().get(name) == Some(&ticket.0) {
+                self.attempts.lock().unwrap().push(failure);
+            }
         }
     }
 }

@@ -43,6 +43,20 @@ pub enum MintError {
     Timeout(Duration),
 }
 
+impl MintError {
+    /// The fixed class `tessera_credential_refresh_failures_total{reason}` counts it under.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::Oidc(_) | Self::TokenFile(_) | Self::ClientSecret(_) => "token",
+            Self::Entra(_) => "entra",
+            Self::Sts(_) => "sts",
+            Self::Setup(_) => "setup",
+            Self::AlreadyExpired => "expired_response",
+            Self::Timeout(_) => "timeout",
+        }
+    }
+}
+
 /// Something that can mint one kind of short-lived credential.
 pub trait Minter: Send + 'static {
     /// Obtains a new credential from the provider.

@@ -64,7 +64,10 @@ where
                         }
                     }
                 }
-                Err(e) => format!("cannot start: {e}"),
+                Err(e) => {
+                    self.outlet.attempted(Some(e.class()));
+                    format!("cannot start: {e}")
+                }
             };
             restarts = restarts.saturating_add(1);
             let delay = backoff(restarts, self.policy.max_backoff, fastrand::f64());
@@ -108,6 +111,7 @@ where
                 expires_at,
                 refresh_in,
             } => {
+                self.outlet.attempted(None);
                 self.served.send_replace(Some(Served {
                     until: at + lifetime - expiry_margin(lifetime),
                     expires_at,
@@ -123,9 +127,11 @@ where
                 attempt,
                 retry_in,
             } => {
+                self.outlet.attempted(Some(error.class()));
                 let live = self.live();
                 warn!(
                     credential = %name,
+                    reason = error.class(),
                     error = %error,
                     attempt,
                     retry_in_ms = retry_in.as_millis() as u64,

@@ -373,7 +373,7 @@ impl StreamState {
     fn record_nack(&self, t: &str, version: &str, detail: &str) {
         let detail = nack_text(t, detail, self.limits.max_nack_text_bytes);
         log_nack(&self.node, t, version, &detail);
-        self.registry.nacks_total.fetch_add(1, Ordering::Relaxed);
+        self.registry.count_nack(type_url::short(t));
         self.registry.update(self.id, type_url::short(t), |s| {
             s.nacks += 1;
             s.last_nack = Some(detail);

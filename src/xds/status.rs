@@ -59,6 +59,8 @@ pub struct Registry {
     next_id: AtomicU64,
     pub streams: DashMap<u64, StreamStatus>,
     pub nacks_total: AtomicU64,
+    /// NACKs by short xDS type (a fixed set: `type_url::short`).
+    pub nacks_by_type: DashMap<&'static str, u64>,
     pub responses_total: AtomicU64,
     /// Streams refused by authorisation (`PERMISSION_DENIED`).
     pub refused_total: AtomicU64,
@@ -90,6 +92,12 @@ impl Registry {
         if let Some(mut s) = self.streams.get_mut(&id) {
             f(s.types.entry(short_type).or_default());
         }
+    }
+
+    /// Counts a NACK of `short_type`.
+    pub fn count_nack(&self, short_type: &'static str) {
+        self.nacks_total.fetch_add(1, Ordering::Relaxed);
+        *self.nacks_by_type.entry(short_type).or_default() += 1;
     }
 
     /// Records what a stream proved about itself.

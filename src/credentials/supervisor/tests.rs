@@ -290,3 +290,14 @@ async fn a_successor_serves_its_predecessors_credential_until_expiry() {
         "serving what the predecessor served: {log:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_is_counted_with_its_failure_class() {
+    let steps = [Step::Fail, Step::Fail, Step::Mint(100)];
+    let run = start(&steps, policy(10, 0, 4), None);
+    run.after(5.0).await;
+    assert_eq!(
+        *run.recorder.attempts.lock().unwrap(),
+        [Some("sts"), Some("sts"), None]
+    );
+}
