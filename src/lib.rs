@@ -12,4 +12,5 @@ pub mod source;
 pub mod state;
 pub mod state_dir;
 pub mod translate;
+pub mod untrusted;
 pub mod xds;

@@ -8,11 +8,15 @@
 use super::rotator::{MintError, Minter, Report, backoff, expiry_margin, refresh_loop};
 use super::{Closed, Outlet, Publication};
 use crate::model::RefreshPolicy;
+use crate::untrusted::bounded_text;
 use std::time::SystemTime;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
+
+/// The most of a refresh error's text kept for logs and status.
+const MAX_ERROR_BYTES: usize = 1024;
 
 /// A credential being served: until when it may be used, and its expiry as the provider gave it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,18 +131,21 @@ where
                 attempt,
                 retry_in,
             } => {
-                self.outlet.attempted(Some(error.class()));
+                let class = error.class();
+                self.outlet.attempted(Some(class));
                 let live = self.live();
+                // Provider text (an OIDC error_description, an STS or Entra message) is
+                // hostile input on its way to logs and Kubernetes status.
+                let error = bounded_text(&error.to_string(), MAX_ERROR_BYTES);
                 warn!(
                     credential = %name,
-                    reason = error.class(),
+                    reason = class,
                     error = %error,
                     attempt,
                     retry_in_ms = retry_in.as_millis() as u64,
                     still_serving_valid_credential = live.is_some(),
                     "credential refresh failed"
                 );
-                let error = error.to_string();
                 self.outlet.publish(match live {
                     Some(s) => Publication::Failing {
                         error,

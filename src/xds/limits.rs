@@ -2,6 +2,7 @@
 //! client text (NACK details) is made safe to log and show.
 
 use super::resource::type_url;
+pub use crate::untrusted::bounded_text;
 use std::time::Duration;
 
 /// Limits of the ADS port; over one, the offending stream ends with a gRPC status.
@@ -47,25 +48,6 @@ pub fn nack_text(type_url: &str, detail: &str, max_bytes: usize) -> String {
         );
     }
     bounded_text(detail, max_bytes)
-}
-
-/// `text` with control characters escaped, cut to at most `max_bytes` of its input.
-pub fn bounded_text(text: &str, max_bytes: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max_bytes) + 16);
-    let mut taken = 0;
-    for c in text.chars() {
-        if taken + c.len_utf8() > max_bytes {
-            out.push_str(&format!("…(truncated, {} bytes)", text.len()));
-            return out;
-        }
-        taken += c.len_utf8();
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

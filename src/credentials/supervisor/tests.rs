@@ -16,6 +16,8 @@ enum Step {
     /// A credential with this many seconds to live.
     Mint(u64),
     Fail,
+    /// Fails with a provider error meant to forge a log line and flood status.
+    Hostile,
     Panic,
     /// Never answers.
     Hang,
@@ -49,6 +51,10 @@ impl Minter for Fake {
                 })
             }
             Step::Fail => Err(MintError::Sts("down".into())),
+            Step::Hostile => Err(MintError::Oidc(format!(
+                "invalid_client \nINFO credential minted{}",
+                "x".repeat(10_000)
+            ))),
             Step::Panic => panic!("the fake minter panics"),
             Step::Hang => std::future::pending().await,
         }
@@ -300,4 +306,30 @@ async fn every_attempt_is_counted_with_its_failure_class() {
         *run.recorder.attempts.lock().unwrap(),
         [Some("sts"), Some("sts"), None]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hostile_provider_error_is_escaped_and_bounded() {
+    let run = start(&[Step::Hostile], policy(300, 0, 1), None);
+    let log = run.after(3.0).await;
+    let errors: Vec<&String> = log
+        .iter()
+        .filter_map(|(_, p)| match p {
+            Publication::Failing { error, .. }
+            | Publication::Closed(Closed::Unavailable(error) | Closed::Expired(error)) => {
+                Some(error)
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!errors.is_empty(), "{log:?}");
+    for e in errors {
+        assert!(!e.contains('\n'), "a forged log line: {e}");
+        assert!(
+            e.len() < MAX_ERROR_BYTES + 64,
+            "unbounded: {} bytes",
+            e.len()
+        );
+        assert!(e.contains("truncated"), "{e}");
+    }
 }
