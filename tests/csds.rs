@@ -15,39 +15,6 @@ const SDS: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3
 const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 
-fn config_yaml(listener: u16, endpoint: &str) -> String {
-    format!(
-        r#"apiVersion: tessera.dev/v1alpha1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  nodeCluster: {NODE_CLUSTER}
-  listeners:
-  - {{name: http, port: {listener}, address: 127.0.0.1}}
----
-apiVersion: tessera.dev/v1alpha1
-kind: Backend
-metadata: {{name: openai}}
-spec: {{provider: OpenAI, endpoint: "{endpoint}", securityPolicy: openai-key}}
----
-apiVersion: tessera.dev/v1alpha1
-kind: BackendSecurityPolicy
-metadata: {{name: openai-key}}
-spec:
-  type: APIKey
-  apiKey: {{file: openai.key}}
----
-apiVersion: tessera.dev/v1alpha1
-kind: Route
-metadata: {{name: chat}}
-spec:
-  gateway: gw
-  rules:
-  - backends: [{{name: openai}}]
-"#
-    )
-}
-
 async fn client(s: &Stack) -> ClientStatusDiscoveryServiceClient<Channel> {
     ClientStatusDiscoveryServiceClient::connect(format!("http://127.0.0.1:{}", s.tessera.xds_port))
         .await
@@ -108,7 +75,7 @@ async fn status_tracks_syncs_and_rotations(mode: Mode) {
         .configure(|s| {
             s.write(
                 "gateway.yaml",
-                config_yaml(s.listener, &s.mock("openai").endpoint()),
+                openai_key_file_config(s.listener, &s.mock("openai").endpoint()),
             );
             s.write("openai.key", keys[0]);
         })

@@ -13,41 +13,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-const NODE_CLUSTER: &str = "ai-gateway";
-
-fn config_yaml(listener_port: u16, endpoint: &str) -> String {
-    format!(
-        r#"apiVersion: tessera.dev/v1alpha1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  nodeCluster: {NODE_CLUSTER}
-  listeners:
-  - {{name: http, port: {listener_port}, address: 127.0.0.1}}
----
-apiVersion: tessera.dev/v1alpha1
-kind: Backend
-metadata: {{name: openai}}
-spec: {{provider: OpenAI, endpoint: "{endpoint}", securityPolicy: openai-key}}
----
-apiVersion: tessera.dev/v1alpha1
-kind: BackendSecurityPolicy
-metadata: {{name: openai-key}}
-spec:
-  type: APIKey
-  apiKey: {{file: openai.key}}
----
-apiVersion: tessera.dev/v1alpha1
-kind: Route
-metadata: {{name: chat}}
-spec:
-  gateway: gw
-  rules:
-  - backends: [{{name: openai}}]
-"#
-    )
-}
-
 /// A Tessera process that file permissions apply to, even when the tests run as root.
 struct Unprivileged {
     child: Child,
@@ -130,7 +95,7 @@ async fn eacces_does_not_revoke(delta: bool) {
     let listener = port();
     std::fs::write(
         config.join("gateway.yaml"),
-        config_yaml(listener, &mock.endpoint()),
+        openai_key_file_config(listener, &mock.endpoint()),
     )
     .unwrap();
     let key_file = config.join("openai.key");

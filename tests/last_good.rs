@@ -7,31 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-fn gateway_yaml(listener_port: u16, endpoint: &str) -> String {
-    format!(
-        r#"apiVersion: tessera.dev/v1alpha1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  nodeCluster: {NODE_CLUSTER}
-  listeners:
-  - {{name: http, port: {listener_port}, address: 127.0.0.1}}
----
-apiVersion: tessera.dev/v1alpha1
-kind: Backend
-metadata: {{name: openai}}
-spec: {{provider: OpenAI, endpoint: "{endpoint}", securityPolicy: openai-key}}
----
-apiVersion: tessera.dev/v1alpha1
-kind: BackendSecurityPolicy
-metadata: {{name: openai-key}}
-spec:
-  type: APIKey
-  apiKey: {{file: openai.key}}
-"#
-    )
-}
-
 /// A Route named `name` sending requests for each of `models` to the openai backend.
 fn route_yaml(name: &str, models: &[&str]) -> String {
     let mut rules = String::new();
@@ -118,7 +93,7 @@ async fn restart_with_a_half_written_file(mode: Mode) {
         .configure(|s| {
             s.write(
                 "gateway.yaml",
-                gateway_yaml(s.listener, &s.mock("openai").endpoint()),
+                openai_key_file_gateway(s.listener, &s.mock("openai").endpoint()),
             );
             s.write("openai.key", "sk-restart-key\n");
             s.write("routes.yaml", route_yaml("chat", &["gpt-4o"]));
@@ -175,7 +150,7 @@ async fn invalid_start_without_state_answers_nothing(mode: Mode) {
     let listener = port();
     let config = dir.path().join("config");
     std::fs::create_dir(&config).unwrap();
-    let gateway = gateway_yaml(listener, &mock.endpoint());
+    let gateway = openai_key_file_gateway(listener, &mock.endpoint());
     let write = |name: &str, text: &str| std::fs::write(config.join(name), text).unwrap();
     write(
         "gateway.yaml",
@@ -259,7 +234,7 @@ async fn one_broken_file_of_two(mode: Mode) {
         .configure(|s| {
             s.write(
                 "gateway.yaml",
-                gateway_yaml(s.listener, &s.mock("openai").endpoint()),
+                openai_key_file_gateway(s.listener, &s.mock("openai").endpoint()),
             );
             s.write("openai.key", "sk-partial-key\n");
             s.write("routes.yaml", route_yaml("chat", &["gpt-4o"]));

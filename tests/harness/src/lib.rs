@@ -6,6 +6,7 @@
 //! [`needs_envoy`] above its `#[test]`: where Envoy is not installed (outside CI) libtest then
 //! reports it as ignored, not as passed; elsewhere a missing Envoy fails it.
 
+mod config;
 mod envoy;
 mod http;
 pub mod kube_apiserver;
@@ -16,6 +17,7 @@ mod stack;
 mod tessera;
 mod util;
 
+pub use config::{openai_key_file_config, openai_key_file_gateway};
 pub use envoy::{Envoy, EnvoyOptions, Mode, envoy, envoy_binary, require_envoy};
 pub use http::{Reply, get_json, http, send, wait_ok};
 pub use peers::{AwsPeers, Entra, Issuer, Mock, verify_jwt};
