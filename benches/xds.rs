@@ -179,7 +179,7 @@ async fn fan_out(streams: usize) {
             .unwrap()
             .unwrap()
             .unwrap();
-        *sizes.entry(r.resources.len()).or_insert(0) += 1;
+        *sizes.entry(r.resource_count()).or_insert(0) += 1;
     }
     let elapsed = t.elapsed();
     println!(

@@ -17,13 +17,12 @@ use crate::source::file::FileSource;
 use crate::source::key_files::KeyFileWatcher;
 use crate::source::kubernetes::{KubeSource, lease, status};
 use crate::source::{Snapshot, Update};
-use crate::xds::AdsService;
 use crate::xds::csds::{self, CsdsService};
 use crate::xds::identity::Authenticator;
 use crate::xds::resource::VersionKey;
 use crate::xds::transport::{self, ReloadingTls};
+use crate::xds::{AdsServer, AdsService};
 use anyhow::{Context, bail};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -340,7 +339,7 @@ async fn xds_server(
     );
     let incoming = transport::incoming(listener, tls.clone());
     let router = builder
-        .add_service(AggregatedDiscoveryServiceServer::new(service))
+        .add_service(AdsServer::new(service))
         .add_service(ClientStatusDiscoveryServiceServer::new(status_service));
     let server = async move {
         router

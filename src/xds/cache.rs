@@ -1,16 +1,21 @@
 //! The resource cache: the latest translated configuration and credentials, protocol-free.
 //!
-//! Writers replace parts of an immutable [`State`]; every ADS stream holds a `watch` receiver
-//! and diffs the new state against what it last sent, so a rotation costs each stream a few
-//! map lookups and sends only what changed.
+//! Writers replace parts of an immutable [`State`]. A configuration change wakes every ADS
+//! stream, which diffs the new state against what it last sent. A credential change wakes
+//! only the streams of the gateways that reference it, and each of them reads the names that
+//! changed from a short log ([`State::credentials_changed_since`]): a rotation costs a stream
+//! work in proportion to what changed, not to the size of its configuration.
 
 use super::identity::{Authenticated, allows};
 use super::resource::{Resource, set_version, type_url};
 use crate::model::XdsClient;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
+
+// Credential changes remembered for streams catching up; a stream further behind re-diffs all.
+const CHANGE_LOG: usize = 64;
 
 /// Resources of one type with their SotW version.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -86,6 +91,14 @@ pub struct State {
     /// While it is not, a node whose gateway is absent may be missing it only because of
     /// bad input, so it gets no answer at all: an empty CDS/LDS answer would drop its listeners.
     pub complete: bool,
+    /// Counts every change of the state.
+    pub generation: u64,
+    /// The generation of the last change to anything but credential values.
+    pub config_generation: u64,
+    /// Recent credential changes, oldest first: the generation and the names it changed.
+    changes: Vec<(u64, Arc<[String]>)>,
+    /// Changes up to this generation may have left the log.
+    log_floor: u64,
 }
 
 impl State {
@@ -129,6 +142,21 @@ impl State {
             .collect()
     }
 
+    /// The credential names changed after generation `seen`, when nothing else changed since
+    /// and the log still covers it; `None` means: compare everything.
+    pub fn credentials_changed_since(&self, seen: u64) -> Option<BTreeSet<&str>> {
+        if seen < self.config_generation || seen < self.log_floor {
+            return None;
+        }
+        let start = self.changes.partition_point(|(g, _)| *g <= seen);
+        Some(
+            self.changes[start..]
+                .iter()
+                .flat_map(|(_, names)| names.iter().map(String::as_str))
+                .collect(),
+        )
+    }
+
     /// Whether `node` is answered at all (see [`State::complete`]).
     pub fn answers(&self, node: &NodeIdentity) -> bool {
         self.complete || self.gateway_for(node).is_some()
@@ -169,7 +197,49 @@ impl State {
 /// Shared handle to the served state.
 #[derive(Debug)]
 pub struct Cache {
+    /// Notifies on configuration changes; credential changes update it silently.
     tx: watch::Sender<Arc<State>>,
+    wakeups: Arc<Wakeups>,
+}
+
+/// Per node cluster, the wake-up of streams when a credential their gateway references changed.
+#[derive(Debug, Default)]
+pub struct Wakeups(Mutex<HashMap<String, watch::Sender<()>>>);
+
+impl Wakeups {
+    /// A receiver that wakes when a credential referenced by the gateway of `node_cluster`
+    /// changes. Call [`Wakeups::release`] with the same name once it is dropped.
+    pub fn watch(&self, node_cluster: &str) -> watch::Receiver<()> {
+        let mut senders = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match senders.get(node_cluster) {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = watch::channel(());
+                senders.insert(node_cluster.to_owned(), tx);
+                rx
+            }
+        }
+    }
+
+    /// Forgets the wake-up of `node_cluster` when no stream listens to it any more.
+    pub fn release(&self, node_cluster: &str) {
+        let mut senders = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if senders
+            .get(node_cluster)
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
+            senders.remove(node_cluster);
+        }
+    }
+
+    fn notify(&self, node_clusters: &[String]) {
+        let senders = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for cluster in node_clusters {
+            if let Some(tx) = senders.get(cluster) {
+                tx.send_replace(());
+            }
+        }
+    }
 }
 
 impl Default for Cache {
@@ -182,12 +252,21 @@ impl Cache {
     /// An empty cache: no node is answered until the first configuration is published.
     pub fn new() -> Self {
         let (tx, _) = watch::channel(Arc::new(State::default()));
-        Self { tx }
+        Self {
+            tx,
+            wakeups: Arc::default(),
+        }
     }
 
-    /// A receiver that wakes on every change.
+    /// A receiver that wakes on every configuration change (not on credential changes: see
+    /// [`Cache::wakeups`]).
     pub fn subscribe(&self) -> watch::Receiver<Arc<State>> {
         self.tx.subscribe()
+    }
+
+    /// The per-gateway wake-ups of credential changes.
+    pub fn wakeups(&self) -> Arc<Wakeups> {
+        self.wakeups.clone()
     }
 
     /// The current state.
@@ -212,56 +291,96 @@ impl Cache {
         credentials: impl IntoIterator<Item = Arc<Resource>>,
         complete: bool,
     ) {
-        let credentials: Vec<_> = credentials.into_iter().collect();
+        self.apply(
+            Some((gateways, complete)),
+            credentials.into_iter().collect(),
+        );
+    }
+
+    /// Replaces credential resources (a rotation or revocation); returns whether anything changed.
+    pub fn set_credentials(&self, credentials: impl IntoIterator<Item = Arc<Resource>>) -> bool {
+        self.apply(None, credentials.into_iter().collect())
+    }
+
+    /// Applies a change; only a configuration change notifies every stream.
+    fn apply(
+        &self,
+        config: Option<(HashMap<String, Arc<GatewayConfig>>, bool)>,
+        credentials: Vec<Arc<Resource>>,
+    ) -> bool {
+        let mut notify: Vec<String> = Vec::new();
+        let mut modified = false;
         self.tx.send_if_modified(|state| {
             let (mut creds, mut changed) = merged(&state.credentials, credentials);
-            // A credential no gateway references any more is forgotten, not kept in memory.
-            let before = creds.len();
-            creds.retain(|name, _| gateways.values().any(|g| g.credentials.contains(name)));
-            changed |= creds.len() != before;
-            if !changed && state.gateways == gateways && state.complete == complete {
+            let (gateways, complete) = match config {
+                Some((gateways, complete)) => {
+                    // A credential no gateway references any more is forgotten, not kept.
+                    creds.retain(|name, _| gateways.values().any(|g| g.credentials.contains(name)));
+                    (gateways, complete)
+                }
+                None => (state.gateways.clone(), state.complete),
+            };
+            changed.retain(|n| creds.contains_key(n));
+            let forgotten = state.credentials.keys().any(|k| !creds.contains_key(k));
+            let config_changed =
+                forgotten || state.gateways != gateways || state.complete != complete;
+            if !config_changed && changed.is_empty() {
                 return false;
+            }
+            modified = true;
+            let generation = state.generation + 1;
+            let mut changes = state.changes.clone();
+            let mut log_floor = state.log_floor;
+            if !changed.is_empty() {
+                changes.push((generation, changed.clone().into()));
+                if changes.len() > CHANGE_LOG {
+                    log_floor = changes.remove(0).0;
+                }
+            }
+            if !config_changed {
+                notify = gateways
+                    .iter()
+                    .filter(|(_, g)| changed.iter().any(|n| g.credentials.contains(n)))
+                    .map(|(cluster, _)| cluster.clone())
+                    .collect();
             }
             *state = Arc::new(State {
                 gateways,
                 credentials: creds,
                 complete,
+                generation,
+                config_generation: if config_changed {
+                    generation
+                } else {
+                    state.config_generation
+                },
+                changes,
+                log_floor,
             });
-            true
+            // Credential values alone change silently: only the referencing gateways wake.
+            config_changed
         });
-    }
-
-    /// Replaces credential resources (a rotation or revocation); returns whether anything changed.
-    pub fn set_credentials(&self, credentials: impl IntoIterator<Item = Arc<Resource>>) -> bool {
-        let credentials: Vec<_> = credentials.into_iter().collect();
-        self.tx.send_if_modified(|state| {
-            let (creds, changed) = merged(&state.credentials, credentials);
-            if changed {
-                *state = Arc::new(State {
-                    gateways: state.gateways.clone(),
-                    credentials: creds,
-                    complete: state.complete,
-                });
-            }
-            changed
-        })
+        if !notify.is_empty() {
+            self.wakeups.notify(&notify);
+        }
+        modified
     }
 }
 
-/// `current` with `updates` applied, and whether any resource actually changed.
+/// `current` with `updates` applied, and the names of the resources that actually changed.
 fn merged(
     current: &HashMap<String, Arc<Resource>>,
     updates: Vec<Arc<Resource>>,
-) -> (HashMap<String, Arc<Resource>>, bool) {
+) -> (HashMap<String, Arc<Resource>>, Vec<String>) {
     let mut map = current.clone();
-    let mut changed = false;
+    let mut changed = Vec::new();
     for r in updates {
         let same = map
             .get(&r.name)
             .is_some_and(|old| old.version == r.version && old.any.type_url == r.any.type_url);
         if !same {
+            changed.push(r.name.clone());
             map.insert(r.name.clone(), r);
-            changed = true;
         }
     }
     (map, changed)

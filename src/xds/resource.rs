@@ -1,5 +1,7 @@
 //! Encoded xDS resources: encoded once, versioned by content, shared by every stream.
 
+use bytes::Bytes;
+use envoy_types::pb::envoy::service::discovery::v3::Resource as DeltaResource;
 use envoy_types::pb::google::protobuf::Any;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -46,6 +48,13 @@ pub struct Resource {
     pub name: String,
     pub version: String,
     pub any: Any,
+    /// Name and version folded into 64 bits: a set's version is the XOR of its members' keys,
+    /// so it is updated in O(1) when one member changes.
+    pub set_key: u64,
+    /// This resource as one `resources` entry of a SotW `DiscoveryResponse`, encoded.
+    pub sotw_entry: Bytes,
+    /// This resource as one `resources` entry of a `DeltaDiscoveryResponse`, encoded.
+    pub delta_entry: Bytes,
 }
 
 // The encoded bytes of a secret carry its value: never print them.
@@ -64,15 +73,43 @@ impl Resource {
     pub fn new<M: prost::Message + prost::Name>(name: impl Into<String>, message: &M) -> Arc<Self> {
         let value = message.encode_to_vec();
         let version = short_hash([value.as_slice()]);
-        Arc::new(Self {
-            name: name.into(),
+        Self::assemble(
+            name.into(),
             version,
-            any: Any {
+            Any {
                 type_url: M::type_url(),
                 value,
             },
+        )
+    }
+
+    /// Encodes the response entries once, for every stream that will send this resource.
+    fn assemble(name: String, version: String, any: Any) -> Arc<Self> {
+        // Field 2 is `resources` in both DiscoveryResponse and DeltaDiscoveryResponse.
+        let sotw_entry = entry(&any);
+        let delta_entry = entry(&DeltaResource {
+            name: name.clone(),
+            version: version.clone(),
+            resource: Some(any.clone()),
+            ..Default::default()
+        });
+        let set_key = set_key_of(&name, &version);
+        Arc::new(Self {
+            name,
+            version,
+            any,
+            set_key,
+            sotw_entry,
+            delta_entry,
         })
     }
+}
+
+/// `message` encoded as field 2 (tag, length, bytes).
+fn entry<M: prost::Message>(message: &M) -> Bytes {
+    let mut buf = Vec::with_capacity(message.encoded_len() + 8);
+    prost::encoding::message::encode(2, message, &mut buf);
+    Bytes::from(buf)
 }
 
 /// The key of credential resources' versions. A plain content hash of a secret would let
@@ -108,14 +145,14 @@ impl Resource {
             mac.update(part);
         }
         let tag = mac.sign();
-        Arc::new(Self {
-            name: self.name.clone(),
-            version: tag.as_ref()[..8]
+        Self::assemble(
+            self.name.clone(),
+            tag.as_ref()[..8]
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect(),
-            any: self.any.clone(),
-        })
+            self.any.clone(),
+        )
     }
 }
 
@@ -129,23 +166,41 @@ pub fn to_any<M: prost::Message + prost::Name>(message: &M) -> Any {
 
 /// First 16 hex digits of the SHA-256 of the concatenated parts (each length-prefixed).
 pub fn short_hash<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
+    format!("{:016x}", hash64(parts))
+}
+
+/// The first 64 bits of the SHA-256 of the concatenated parts (each length-prefixed).
+fn hash64<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
     let mut hasher = Sha256::new();
     for part in parts {
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part);
     }
     let digest = hasher.finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    let mut first = [0; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
 }
 
-/// The SotW version of a set of resources: a hash of their names and versions.
+/// The SotW version of a set of resources: the XOR of their [`Resource::set_key`]s, so it
+/// depends on names and versions only, not on order, and follows one change in O(1).
 pub fn set_version<'a>(resources: impl IntoIterator<Item = &'a Arc<Resource>>) -> String {
-    let mut parts: Vec<&[u8]> = Vec::new();
-    for r in resources {
-        parts.push(r.name.as_bytes());
-        parts.push(r.version.as_bytes());
-    }
-    short_hash(parts)
+    version_of(set_key(resources))
+}
+
+/// The set key of a resource named `name` at `version` ([`Resource::set_key`]).
+pub fn set_key_of(name: &str, version: &str) -> u64 {
+    hash64([name.as_bytes(), version.as_bytes()])
+}
+
+/// The XOR of the resources' set keys.
+pub fn set_key<'a>(resources: impl IntoIterator<Item = &'a Arc<Resource>>) -> u64 {
+    resources.into_iter().fold(0, |acc, r| acc ^ r.set_key)
+}
+
+/// The printed form of a set key.
+pub fn version_of(set_key: u64) -> String {
+    format!("{set_key:016x}")
 }
 
 #[cfg(test)]

@@ -4,17 +4,16 @@
 //! cache, and diffs what the node may see against what it was last sent. The loops are generic
 //! over the request stream and write to a channel, so they are testable without a socket.
 
-use super::cache::{Cache, Denial, NodeIdentity, State};
+use super::cache::{Cache, Denial, GatewayConfig, NodeIdentity, State, Wakeups};
+use super::encoded::Encoded;
+use super::grpc::ResponseStream;
 use super::identity::token::{UntilReauth, stream_lifetime};
 use super::identity::{Authenticated, Authenticator, PeerIdentity};
 use super::limits::{Limits, bounded_text, nack_text};
-use super::resource::{Resource, set_version, type_url};
+use super::resource::{Resource, set_key, set_key_of as resource_set_key, type_url, version_of};
 use super::status::{Refusal, Registry};
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-    Resource as DeltaResource, aggregated_discovery_service_server::AggregatedDiscoveryService,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures::{Stream, StreamExt};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -127,37 +126,33 @@ impl AdsService {
 // Responses wait here while Envoy is slow to read; a small buffer keeps memory per stream low.
 const OUT_BUFFER: usize = 4;
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsService {
-    type StreamAggregatedResourcesStream =
-        UntilReauth<ReceiverStream<Result<DiscoveryResponse, Status>>>;
-    type DeltaAggregatedResourcesStream =
-        UntilReauth<ReceiverStream<Result<DeltaDiscoveryResponse, Status>>>;
-
-    async fn stream_aggregated_resources(
+impl AdsService {
+    /// Starts a SotW stream (`StreamAggregatedResources`).
+    pub async fn sotw(
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+    ) -> Result<Response<ResponseStream>, Status> {
         let (ctx, lifetime) = self.context(&request).await?;
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         tokio::spawn(run_sotw(request.into_inner(), tx, ctx));
-        Ok(Response::new(UntilReauth::new(
+        Ok(Response::new(Box::pin(UntilReauth::new(
             ReceiverStream::new(rx),
             lifetime,
-        )))
+        ))))
     }
 
-    async fn delta_aggregated_resources(
+    /// Starts a Delta stream (`DeltaAggregatedResources`).
+    pub async fn delta(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+    ) -> Result<Response<ResponseStream>, Status> {
         let (ctx, lifetime) = self.context(&request).await?;
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         tokio::spawn(run_delta(request.into_inner(), tx, ctx));
-        Ok(Response::new(UntilReauth::new(
+        Ok(Response::new(Box::pin(UntilReauth::new(
             ReceiverStream::new(rx),
             lifetime,
-        )))
+        ))))
     }
 }
 
@@ -179,6 +174,7 @@ fn lifetime(auth: &Authenticated) -> Option<std::time::Duration> {
 /// What a stream task needs from the server.
 pub struct StreamCtx {
     cache: watch::Receiver<Arc<State>>,
+    wakeups: Arc<Wakeups>,
     registry: Arc<Registry>,
     peer: Authenticated,
     limits: Limits,
@@ -191,6 +187,7 @@ impl StreamCtx {
     pub fn new(cache: &Cache, registry: &Arc<Registry>) -> Self {
         Self {
             cache: cache.subscribe(),
+            wakeups: cache.wakeups(),
             registry: registry.clone(),
             peer: Authenticated::Unauthenticated,
             limits: Limits::default(),
@@ -254,7 +251,11 @@ enum Event<R> {
     Closed,
 }
 
-async fn next_event<R, S>(requests: &mut S, cache: &mut watch::Receiver<Arc<State>>) -> Event<R>
+async fn next_event<R, S>(
+    requests: &mut S,
+    cache: &mut watch::Receiver<Arc<State>>,
+    credentials: &mut watch::Receiver<()>,
+) -> Event<R>
 where
     S: Stream<Item = Result<R, Status>> + Unpin,
 {
@@ -268,6 +269,10 @@ where
             None => Event::Closed,
         },
         changed = cache.changed() => match changed {
+            Ok(()) => Event::Changed,
+            Err(_) => Event::Closed,
+        },
+        changed = credentials.changed() => match changed {
             Ok(()) => Event::Changed,
             Err(_) => Event::Closed,
         },
@@ -289,7 +294,6 @@ fn log_nack(node: &NodeIdentity, type_url: &str, version: &str, detail: &str) {
 /// What differs between the SotW and Delta protocols; the stream loop is shared.
 trait Protocol {
     type Req;
-    type Resp;
     /// Per-type state of one stream.
     type TypeState;
     const DELTA: bool;
@@ -302,13 +306,15 @@ trait Protocol {
         types: &mut HashMap<&'static str, Self::TypeState>,
         req: Self::Req,
     ) -> Result<Option<&'static str>, Status>;
-    /// The response that brings the node up to date for type `t`, if it is behind.
+    /// The response that brings the node up to date for type `t`, if it is behind: compared
+    /// in full, or, with `changed`, only for those credential names.
     fn build(
         stream: &mut StreamState,
         state: &mut Self::TypeState,
         snapshot: &State,
         t: &'static str,
-    ) -> Option<Self::Resp>;
+        changed: Option<&BTreeSet<&str>>,
+    ) -> Option<Encoded>;
 }
 
 /// One stream's identity and bookkeeping, shared by both protocols.
@@ -320,6 +326,8 @@ struct StreamState {
     nonce: u64,
     /// Credential names this node asked for that its gateway does not reference.
     unreferenced: BTreeSet<String>,
+    /// The cache generation every type was last brought up to date with.
+    seen: u64,
 }
 
 impl StreamState {
@@ -336,6 +344,7 @@ impl StreamState {
             limits,
             nonce: 0,
             unreferenced: BTreeSet::new(),
+            seen: 0,
         }
     }
 
@@ -422,7 +431,7 @@ impl StreamState {
 const MAX_SHOWN_VERSION: usize = 64;
 
 /// Serves one ADS stream until either side closes it.
-async fn run<P, S>(mut requests: S, out: mpsc::Sender<Result<P::Resp, Status>>, mut ctx: StreamCtx)
+async fn run<P, S>(mut requests: S, out: mpsc::Sender<Result<Encoded, Status>>, mut ctx: StreamCtx)
 where
     P: Protocol,
     S: Stream<Item = Result<P::Req, Status>> + Unpin,
@@ -462,6 +471,8 @@ where
         let _ = out.send(Err(status)).await;
         return;
     }
+    // Subscribed before the first look at the state, so no credential change falls between.
+    let mut credentials = ctx.wakeups.watch(&node.cluster);
     let mut stream = StreamState::open(node, &ctx.registry, ctx.limits, P::DELTA);
     info!(node = %stream.node.id, node_cluster = %stream.node.cluster, delta = P::DELTA, "ADS stream opened");
     let mut types: HashMap<&'static str, P::TypeState> = HashMap::new();
@@ -492,8 +503,10 @@ where
                 break;
             }
         }
-        event = next_event(&mut requests, &mut ctx.cache).await;
+        event = next_event(&mut requests, &mut ctx.cache, &mut credentials).await;
     }
+    drop(credentials);
+    ctx.wakeups.release(&stream.node.cluster);
     ctx.registry.close(stream.id);
     info!(node = %stream.node.id, "ADS stream closed");
 }
@@ -541,23 +554,34 @@ fn step<P: Protocol>(
     event: Event<P::Req>,
     snapshot: &State,
     answer: bool,
-) -> Result<Vec<P::Resp>, Status> {
-    let to_push: Vec<&'static str> = match event {
-        Event::Request(req) => P::handle(stream, types, req)?.into_iter().collect(),
+) -> Result<Vec<Encoded>, Status> {
+    // Every type a stream has is up to date with the changes up to `seen`; a stream's first
+    // type starts out up to date with the state it is first answered from.
+    let first = types.is_empty();
+    let (to_push, changed): (Vec<&'static str>, _) = match event {
+        // A request is answered from a full comparison of its type.
+        Event::Request(req) => (P::handle(stream, types, req)?.into_iter().collect(), None),
         // Push order matters: credentials with their clusters, listeners before routes.
-        Event::Changed => type_url::ALL
-            .into_iter()
-            .filter(|t| types.contains_key(t))
-            .collect(),
-        Event::Closed => Vec::new(),
+        Event::Changed => (
+            type_url::ALL
+                .into_iter()
+                .filter(|t| types.contains_key(t))
+                .collect(),
+            Some(snapshot.credentials_changed_since(stream.seen)),
+        ),
+        Event::Closed => (Vec::new(), None),
     };
     let mut responses = Vec::new();
     if !answer {
         return Ok(responses);
     }
+    if changed.is_some() || first {
+        stream.seen = snapshot.generation;
+    }
+    let changed = changed.flatten();
     for t in to_push {
         if let Some(state) = types.get_mut(t)
-            && let Some(resp) = P::build(stream, state, snapshot, t)
+            && let Some(resp) = P::build(stream, state, snapshot, t, changed.as_ref())
         {
             responses.push(resp);
         }
@@ -568,11 +592,8 @@ fn step<P: Protocol>(
 // === State of the World ===
 
 /// Serves one SotW ADS stream until either side closes it.
-pub async fn run_sotw<S>(
-    requests: S,
-    out: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-    ctx: StreamCtx,
-) where
+pub async fn run_sotw<S>(requests: S, out: mpsc::Sender<Result<Encoded, Status>>, ctx: StreamCtx)
+where
     S: Stream<Item = Result<DiscoveryRequest, Status>> + Unpin,
 {
     run::<Sotw, S>(requests, out, ctx).await
@@ -588,11 +609,21 @@ struct SotwType {
     added: BTreeSet<String>,
     sent_version: Option<String>,
     sent_nonce: String,
+    /// Credential types: the set key of what the node was last sent of each name, so that a
+    /// rotation can go out alone; `sent_key` is their XOR (the version sent).
+    sent: HashMap<String, u64>,
+    sent_key: u64,
+    /// Whether the last response carried only what changed.
+    sent_partial: bool,
+    /// Set once Envoy refused a response that carried only what changed: from then on this
+    /// stream gets every requested resource in every response.
+    whole_sets: bool,
+    /// The next answer goes out even if its version did not change (after such a refusal).
+    resend: bool,
 }
 
 impl Protocol for Sotw {
     type Req = DiscoveryRequest;
-    type Resp = DiscoveryResponse;
     type TypeState = SotwType;
     const DELTA: bool = false;
 
@@ -639,6 +670,17 @@ impl Protocol for Sotw {
             Some(detail) => {
                 let version = state.sent_version.clone().unwrap_or_default();
                 stream.record_nack(t, &version, &detail.message);
+                if state.sent_partial && !state.whole_sets {
+                    // Envoy's unified xDS mux refuses a SotW answer that leaves out a
+                    // subscribed secret; Envoy's default mux keeps what was left out.
+                    state.whole_sets = true;
+                    state.resend = true;
+                    warn!(
+                        node = %stream.node.id,
+                        xds_type = type_url::short(t),
+                        "Envoy refused an update carrying only the changed credential; this stream now gets every credential in every update"
+                    );
+                }
             }
             None => stream.record_acked(t, &req.version_info),
         }
@@ -650,44 +692,120 @@ impl Protocol for Sotw {
         state: &mut SotwType,
         snapshot: &State,
         t: &'static str,
-    ) -> Option<DiscoveryResponse> {
+        changed: Option<&BTreeSet<&str>>,
+    ) -> Option<Encoded> {
+        if let Some(changed) = changed {
+            // Only credential values changed since this stream last looked.
+            if !type_url::carries_credentials(t) || changed.is_empty() {
+                return None;
+            }
+            if state.sent_version.is_some()
+                && !state.whole_sets
+                && !state.resend
+                && state.added.is_empty()
+            {
+                return Self::build_changed(stream, state, snapshot, t, changed);
+            }
+        }
         stream.note_unreferenced(snapshot, t, &state.names);
-        // Every requested name of the type, not only what changed: Envoy's unified mux NACKs
-        // a SotW SDS or ECDS response that leaves one out.
         let visible = snapshot.visible(&stream.node, t, &state.names);
         let added = std::mem::take(&mut state.added);
         if visible.is_empty() && !type_url::is_wildcard(t) && state.sent_version.is_none() {
             // Nothing to say yet about named resources; Envoy keeps waiting for them.
             return None;
         }
-        let version = set_version(&visible);
+        let key = set_key(&visible);
+        let version = version_of(key);
+        let credentials = type_url::carries_credentials(t);
+        if credentials && state.sent_key != key {
+            // Also after a reconnect that named the current version: what the node holds.
+            state.sent = visible
+                .iter()
+                .map(|r| (r.name.clone(), r.set_key))
+                .collect();
+            state.sent_key = key;
+        }
         let newly_watched = visible.iter().any(|r| added.contains(&r.name));
-        if state.sent_version.as_deref() == Some(version.as_str()) && !newly_watched {
+        if state.sent_version.as_deref() == Some(version.as_str())
+            && !newly_watched
+            && !state.resend
+        {
             return None;
         }
-        let nonce = stream.next_nonce();
-        debug!(node = %stream.node.id, xds_type = type_url::short(t), version, resources = visible.len(), "sending SotW update");
-        stream.record_sent(t, version.clone());
-        state.sent_version = Some(version.clone());
-        state.sent_nonce = nonce.clone();
-        Some(DiscoveryResponse {
-            version_info: version,
-            resources: visible.iter().map(|r| r.any.clone()).collect(),
-            type_url: t.to_owned(),
-            nonce,
-            ..Default::default()
-        })
+        state.resend = false;
+        state.sent_partial = false;
+        Some(Self::respond(stream, state, t, version, &visible))
     }
+}
+
+impl Sotw {
+    /// A credential rotation as a response carrying only the changed resources: O(changes)
+    /// work and bytes, and a version updated by XOR (see [`set_key`]).
+    fn build_changed(
+        stream: &mut StreamState,
+        state: &mut SotwType,
+        snapshot: &State,
+        t: &'static str,
+        changed: &BTreeSet<&str>,
+    ) -> Option<Encoded> {
+        let gateway = snapshot.gateway_for(&stream.node)?;
+        let mut key = state.sent_key;
+        let mut resources = Vec::new();
+        for r in changed_credentials(snapshot, gateway, t, changed, &state.names) {
+            let old = state.sent.get(r.name.as_str()).copied();
+            if old == Some(r.set_key) {
+                continue;
+            }
+            key ^= old.unwrap_or(0) ^ r.set_key;
+            state.sent.insert(r.name.clone(), r.set_key);
+            resources.push(r.clone());
+        }
+        if resources.is_empty() {
+            return None;
+        }
+        state.sent_key = key;
+        state.sent_partial = resources.len() < state.sent.len();
+        Some(Self::respond(stream, state, t, version_of(key), &resources))
+    }
+
+    fn respond(
+        stream: &mut StreamState,
+        state: &mut SotwType,
+        t: &'static str,
+        version: String,
+        resources: &[Arc<Resource>],
+    ) -> Encoded {
+        let nonce = stream.next_nonce();
+        debug!(node = %stream.node.id, xds_type = type_url::short(t), version, resources = resources.len(), "sending SotW update");
+        stream.record_sent(t, version.clone());
+        let response = Encoded::sotw(&version, t, &nonce, resources);
+        state.sent_version = Some(version);
+        state.sent_nonce = nonce;
+        response
+    }
+}
+
+/// The credentials of type `t` among `changed` that `node`'s gateway references and the
+/// node subscribed to.
+fn changed_credentials<'a>(
+    snapshot: &'a State,
+    gateway: &'a GatewayConfig,
+    t: &'a str,
+    changed: &'a BTreeSet<&str>,
+    subscribed: &'a BTreeSet<String>,
+) -> impl Iterator<Item = &'a Arc<Resource>> + 'a {
+    changed
+        .iter()
+        .filter(|n| gateway.credentials.contains(**n) && subscribed.contains(**n))
+        .filter_map(|n| snapshot.credentials.get(*n))
+        .filter(move |r| r.any.type_url == t)
 }
 
 // === Delta ===
 
 /// Serves one Delta ADS stream until either side closes it.
-pub async fn run_delta<S>(
-    requests: S,
-    out: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    ctx: StreamCtx,
-) where
+pub async fn run_delta<S>(requests: S, out: mpsc::Sender<Result<Encoded, Status>>, ctx: StreamCtx)
+where
     S: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Unpin,
 {
     run::<Delta, S>(requests, out, ctx).await
@@ -699,8 +817,8 @@ struct Delta;
 struct DeltaType {
     wildcard: bool,
     subscribed: BTreeSet<String>,
-    /// What the node holds (or was last sent), name → version.
-    known: HashMap<String, String>,
+    /// What the node holds (or was last sent): name → set key of name and version.
+    known: HashMap<String, u64>,
     /// Whether this type needs no first answer: a new node's wildcard subscription is
     /// answered once, even with nothing, or Envoy never finishes initializing.
     answered: bool,
@@ -708,7 +826,6 @@ struct DeltaType {
 
 impl Protocol for Delta {
     type Req = DeltaDiscoveryRequest;
-    type Resp = DeltaDiscoveryResponse;
     type TypeState = DeltaType;
     const DELTA: bool = true;
 
@@ -735,7 +852,14 @@ impl Protocol for Delta {
             // A node that holds resources is past initializing: it needs no empty answer.
             answered: !req.initial_resource_versions.is_empty(),
             // What a reconnecting node already holds is not sent again.
-            known: req.initial_resource_versions,
+            known: req
+                .initial_resource_versions
+                .into_iter()
+                .map(|(name, version)| {
+                    let key = resource_set_key(&name, &version);
+                    (name, key)
+                })
+                .collect(),
             ..Default::default()
         });
         for name in req.resource_names_subscribe {
@@ -769,36 +893,63 @@ impl Protocol for Delta {
         state: &mut DeltaType,
         snapshot: &State,
         t: &'static str,
-    ) -> Option<DeltaDiscoveryResponse> {
+        changed: Option<&BTreeSet<&str>>,
+    ) -> Option<Encoded> {
+        if let Some(changed) = changed {
+            // Only credential values changed since this stream last looked.
+            if !type_url::carries_credentials(t) || changed.is_empty() {
+                return None;
+            }
+            let gateway = snapshot.gateway_for(&stream.node)?;
+            let updated: Vec<Arc<Resource>> =
+                changed_credentials(snapshot, gateway, t, changed, &state.subscribed)
+                    .filter(|r| state.known.get(&r.name) != Some(&r.set_key))
+                    .cloned()
+                    .collect();
+            return Self::respond(stream, state, t, &updated, Vec::new(), false);
+        }
         stream.note_unreferenced(snapshot, t, &state.subscribed);
         let mut visible: Vec<Arc<Resource>> = snapshot.visible(&stream.node, t, &state.subscribed);
         if type_url::is_wildcard(t) && !state.wildcard {
             visible.retain(|r| state.subscribed.contains(&r.name));
         }
-        let changed: Vec<&Arc<Resource>> = visible
-            .iter()
-            .filter(|r| state.known.get(&r.name) != Some(&r.version))
-            .collect();
         // Credentials are never removed: Envoy ignores the removal and keeps the old key, so
         // a revocation is always pushed as a value (see design.md, section 2).
         let mut removed: Vec<String> = if type_url::carries_credentials(t) {
             Vec::new()
         } else {
+            let names: BTreeSet<&str> = visible.iter().map(|r| r.name.as_str()).collect();
             state
                 .known
                 .keys()
-                .filter(|k| !visible.iter().any(|r| &r.name == *k))
+                .filter(|k| !names.contains(k.as_str()))
                 .cloned()
                 .collect()
         };
         removed.sort();
+        visible.retain(|r| state.known.get(&r.name) != Some(&r.set_key));
         let first_wildcard_answer = state.wildcard && !state.answered;
-        if changed.is_empty() && removed.is_empty() && !first_wildcard_answer {
+        Self::respond(stream, state, t, &visible, removed, first_wildcard_answer)
+    }
+}
+
+impl Delta {
+    /// Sends `updated` and `removed` (if either is not empty, or `always`) and records that
+    /// the node now holds them.
+    fn respond(
+        stream: &mut StreamState,
+        state: &mut DeltaType,
+        t: &'static str,
+        updated: &[Arc<Resource>],
+        removed: Vec<String>,
+        always: bool,
+    ) -> Option<Encoded> {
+        if updated.is_empty() && removed.is_empty() && !always {
             return None;
         }
         state.answered = true;
-        for r in &changed {
-            state.known.insert(r.name.clone(), r.version.clone());
+        for r in updated {
+            state.known.insert(r.name.clone(), r.set_key);
         }
         for name in &removed {
             state.known.remove(name);
@@ -807,28 +958,32 @@ impl Protocol for Delta {
         debug!(
             node = %stream.node.id,
             xds_type = type_url::short(t),
-            updated = changed.len(),
+            updated = updated.len(),
             removed = removed.len(),
             "sending Delta update"
         );
         stream.record_sent(t, nonce.clone());
-        Some(DeltaDiscoveryResponse {
-            system_version_info: set_version(&visible),
-            resources: changed
-                .iter()
-                .map(|r| DeltaResource {
-                    name: r.name.clone(),
-                    version: r.version.clone(),
-                    resource: Some(r.any.clone()),
-                    ..Default::default()
-                })
-                .collect(),
-            type_url: t.to_owned(),
-            removed_resources: removed,
-            nonce,
-            ..Default::default()
-        })
+        // What the node holds of this type, in the terms of a SotW version.
+        let held = version_of(state.known.values().fold(0, |acc, k| acc ^ k));
+        Some(Encoded::delta(&held, t, &nonce, updated, &removed))
     }
+}
+
+/// Decodes a stream's responses as `M`, for tests that read them as Envoy would.
+#[cfg(test)]
+fn decoded<M: prost::Message + Default + 'static>(
+    mut rx: mpsc::Receiver<Result<Encoded, Status>>,
+) -> mpsc::Receiver<Result<M, Status>> {
+    let (tx, out) = mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(item) = rx.recv().await {
+            let item = item.map(|e| M::decode(e.to_bytes()).expect("a well-formed response"));
+            if tx.send(item).await.is_err() {
+                break;
+            }
+        }
+    });
+    out
 }
 
 #[cfg(test)]

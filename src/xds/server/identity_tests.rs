@@ -5,6 +5,7 @@ use super::*;
 use crate::model::XdsClient;
 use crate::xds::cache::{GatewayConfig, TypeSet};
 use crate::xds::identity::PeerIdentity;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
 use std::time::Duration;
 
 fn cluster(name: &str) -> Arc<Resource> {
@@ -66,7 +67,8 @@ struct Stream {
 impl Stream {
     fn open(cache: &Cache, registry: &Arc<Registry>, peer: Authenticated) -> Self {
         let (req_tx, req_rx) = mpsc::unbounded_channel();
-        let (resp_tx, resp_rx) = mpsc::channel(16);
+        let (resp_tx, raw_rx) = mpsc::channel(16);
+        let resp_rx = decoded(raw_rx);
         let ctx = StreamCtx::new(cache, registry).with_peer(peer);
         tokio::spawn(run_sotw(
             tokio_stream::wrappers::UnboundedReceiverStream::new(req_rx),
@@ -204,7 +206,8 @@ async fn delta_refuses_and_counts_like_sotw() {
     let registry = Arc::new(Registry::default());
     let open = |cluster: &str, names: &[&str]| {
         let (req_tx, req_rx) = mpsc::unbounded_channel();
-        let (resp_tx, resp_rx) = mpsc::channel(16);
+        let (resp_tx, raw_rx) = mpsc::channel(16);
+        let resp_rx = decoded::<DeltaDiscoveryResponse>(raw_rx);
         let ctx = StreamCtx::new(&cache, &registry).with_peer(peer("gw.a.example"));
         tokio::spawn(run_delta(
             tokio_stream::wrappers::UnboundedReceiverStream::new(req_rx),

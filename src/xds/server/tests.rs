@@ -1,6 +1,7 @@
 use super::*;
 use crate::xds::cache::{GatewayConfig, TypeSet};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::Message;
 use std::time::Duration;
@@ -74,7 +75,8 @@ fn sotw_limited(
     limits: Limits,
 ) -> (Harness<DiscoveryRequest, DiscoveryResponse>, Arc<Registry>) {
     let (req_tx, req_rx) = mpsc::unbounded_channel();
-    let (resp_tx, resp_rx) = mpsc::channel(16);
+    let (resp_tx, raw_rx) = mpsc::channel(16);
+    let resp_rx = decoded(raw_rx);
     let registry = Arc::new(Registry::default());
     let ctx = StreamCtx::new(cache, &registry).with_limits(limits);
     tokio::spawn(run_sotw(
@@ -100,7 +102,8 @@ fn delta_limited(
     limits: Limits,
 ) -> Harness<DeltaDiscoveryRequest, DeltaDiscoveryResponse> {
     let (req_tx, req_rx) = mpsc::unbounded_channel();
-    let (resp_tx, resp_rx) = mpsc::channel(16);
+    let (resp_tx, raw_rx) = mpsc::channel(16);
+    let resp_rx = decoded(raw_rx);
     let registry = Arc::new(Registry::default());
     let ctx = StreamCtx::new(cache, &registry).with_limits(limits);
     tokio::spawn(run_delta(
@@ -449,37 +452,6 @@ async fn sotw_answers_a_name_watched_again_after_a_reconnect() {
     assert_eq!(names_of(&h.next().await), both);
 }
 
-/// Research Q2.3: under Envoy's unified mux a SotW SDS response that leaves out a watched
-/// secret is NACKed, so a rotation of one secret still carries every requested one.
-#[tokio::test]
-async fn sotw_credential_responses_carry_every_requested_name() {
-    let cache = Cache::new();
-    two_secrets(&cache);
-    let (mut h, _) = sotw(&cache);
-    let both = ["credential/a", "credential/b"];
-    h.req
-        .send(Ok(sotw_req(type_url::SECRET, &both, "", "")))
-        .unwrap();
-    let first = h.next().await;
-    h.req
-        .send(Ok(sotw_req(
-            type_url::SECRET,
-            &both,
-            &first.version_info,
-            &first.nonce,
-        )))
-        .unwrap();
-    cache.set_credentials([secret("credential/a", "ka2")]);
-    let rotated = h.next().await;
-    assert_eq!(names_of(&rotated), both);
-    let a = Secret::decode(rotated.resources[0].value.as_slice()).unwrap();
-    assert_ne!(
-        Resource::new("credential/a", &a).version,
-        secret("credential/a", "ka1").version,
-        "the rotated value"
-    );
-}
-
 /// Research: a Delta Envoy whose gateway has no clusters or listeners still needs an answer
 /// to its wildcard CDS and LDS subscriptions to finish initializing.
 #[tokio::test]
@@ -712,7 +684,8 @@ fn a_credential_nack_echoing_the_key_is_neither_logged_nor_shown() {
             true,
         )
         .unwrap();
-        let mut nack = sotw_req(type_url::SECRET, &["credential/a"], "", &sent[0].nonce);
+        let sent = DiscoveryResponse::decode(sent[0].to_bytes()).unwrap();
+        let mut nack = sotw_req(type_url::SECRET, &["credential/a"], "", &sent.nonce);
         nack.error_detail = Some(RpcStatus {
             code: 3,
             message: format!("Proto constraint validation failed: inline_string: \"{key}\"\n"),
@@ -733,4 +706,176 @@ fn a_credential_nack_echoing_the_key_is_neither_logged_nor_shown() {
     let shown = serde_json::to_string(&registry.snapshot()).unwrap();
     assert!(shown.contains("withheld"), "{shown}");
     assert!(!shown.contains(key), "{shown}");
+}
+
+/// Subscribes a SotW stream to two secrets and ACKs them; returns the SDS response.
+async fn sotw_two_secrets(
+    h: &mut Harness<DiscoveryRequest, DiscoveryResponse>,
+) -> DiscoveryResponse {
+    let names = ["credential/a", "credential/b"];
+    h.req
+        .send(Ok(sotw_req(type_url::SECRET, &names, "", "")))
+        .unwrap();
+    let sds = h.next().await;
+    assert_eq!(sds.resources.len(), 2);
+    h.req
+        .send(Ok(sotw_req(
+            type_url::SECRET,
+            &names,
+            &sds.version_info,
+            &sds.nonce,
+        )))
+        .unwrap();
+    h.nothing().await;
+    sds
+}
+
+#[tokio::test]
+async fn a_sotw_rotation_carries_only_the_changed_secret_and_the_whole_set_version() {
+    let cache = Cache::new();
+    cache.publish(
+        gateway(&["backend/a"], &["credential/a", "credential/b"]),
+        [secret("credential/a", "a1"), secret("credential/b", "b1")],
+    );
+    let (mut h, _) = sotw(&cache);
+    let first = sotw_two_secrets(&mut h).await;
+    cache.set_credentials([secret("credential/a", "a2")]);
+    let rotated = h.next().await;
+    assert_eq!(rotated.resources.len(), 1, "only the rotated secret");
+    let s = Secret::decode(rotated.resources[0].value.as_slice()).unwrap();
+    assert_eq!(s.name, "credential/a");
+    // The version names the whole set the node now holds, as a full answer would.
+    let whole = crate::xds::resource::set_version(&[
+        secret("credential/a", "a2"),
+        secret("credential/b", "b1"),
+    ]);
+    assert_eq!(rotated.version_info, whole);
+    assert_ne!(rotated.version_info, first.version_info);
+}
+
+#[tokio::test]
+async fn a_refused_partial_sotw_update_is_answered_once_with_the_whole_set() {
+    let cache = Cache::new();
+    cache.publish(
+        gateway(&["backend/a"], &["credential/a", "credential/b"]),
+        [secret("credential/a", "a1"), secret("credential/b", "b1")],
+    );
+    let (mut h, registry) = sotw(&cache);
+    let first = sotw_two_secrets(&mut h).await;
+    cache.set_credentials([secret("credential/a", "a2")]);
+    let partial = h.next().await;
+    assert_eq!(partial.resources.len(), 1);
+    // Envoy's unified mux refuses it.
+    let mut nack = sotw_req(
+        type_url::SECRET,
+        &["credential/a", "credential/b"],
+        &first.version_info,
+        &partial.nonce,
+    );
+    nack.error_detail = Some(RpcStatus {
+        code: 3,
+        message: "missing credential/b".into(),
+        ..Default::default()
+    });
+    h.req.send(Ok(nack)).unwrap();
+    let whole = h.next().await;
+    assert_eq!(whole.resources.len(), 2, "the whole set after the refusal");
+    assert_eq!(whole.version_info, partial.version_info);
+    h.req
+        .send(Ok(sotw_req(
+            type_url::SECRET,
+            &["credential/a", "credential/b"],
+            &whole.version_info,
+            &whole.nonce,
+        )))
+        .unwrap();
+    h.nothing().await;
+    // From now on this stream gets whole sets.
+    cache.set_credentials([secret("credential/b", "b2")]);
+    assert_eq!(h.next().await.resources.len(), 2);
+    let nacks: u64 = registry.snapshot()[0].types["sds"].nacks;
+    assert_eq!(nacks, 1);
+}
+
+#[tokio::test]
+async fn a_delta_rotation_carries_only_the_changed_secret() {
+    let cache = Cache::new();
+    cache.publish(
+        gateway(&["backend/a"], &["credential/a", "credential/b"]),
+        [secret("credential/a", "a1"), secret("credential/b", "b1")],
+    );
+    let mut h = delta(&cache);
+    h.req
+        .send(Ok(DeltaDiscoveryRequest {
+            node: node(),
+            type_url: type_url::SECRET.into(),
+            resource_names_subscribe: vec!["credential/a".into(), "credential/b".into()],
+            ..Default::default()
+        }))
+        .unwrap();
+    assert_eq!(h.next().await.resources.len(), 2);
+    cache.set_credentials([secret("credential/b", "b2")]);
+    let rotated = h.next().await;
+    assert_eq!(rotated.resources.len(), 1);
+    assert_eq!(rotated.resources[0].name, "credential/b");
+    h.nothing().await;
+}
+
+#[tokio::test]
+async fn a_rotation_wakes_only_the_streams_of_gateways_that_reference_it() {
+    let cache = Cache::new();
+    let mut gateways = gateway(&["backend/a"], &["credential/a"]);
+    gateways.insert(
+        "other".into(),
+        Arc::new(GatewayConfig {
+            credentials: ["credential/o".to_string()].into(),
+            ..Default::default()
+        }),
+    );
+    cache.publish(
+        gateways,
+        [secret("credential/a", "a1"), secret("credential/o", "o1")],
+    );
+    let wakeups = cache.wakeups();
+    let mut gw = wakeups.watch("gw");
+    let mut other = wakeups.watch("other");
+    let config = cache.subscribe();
+    cache.set_credentials([secret("credential/a", "a2")]);
+    assert!(gw.has_changed().unwrap(), "the referencing gateway wakes");
+    assert!(!other.has_changed().unwrap(), "another gateway sleeps");
+    assert!(!config.has_changed().unwrap(), "no configuration change");
+    gw.mark_unchanged();
+    let state = cache.state();
+    let seen = state.generation - 1;
+    assert_eq!(
+        state.credentials_changed_since(seen),
+        Some(["credential/a"].into())
+    );
+    // A configuration change: everyone compares everything.
+    cache.publish(gateway(&["backend/a", "backend/b"], &["credential/a"]), []);
+    assert!(config.has_changed().unwrap());
+    assert_eq!(cache.state().credentials_changed_since(seen), None);
+    other.mark_unchanged();
+    drop((gw, other));
+    wakeups.release("gw");
+    wakeups.release("other");
+}
+
+#[test]
+fn a_stream_too_far_behind_the_change_log_compares_everything() {
+    let cache = Cache::new();
+    cache.publish(
+        gateway(&["backend/a"], &["credential/a"]),
+        [secret("credential/a", "0")],
+    );
+    let seen = cache.state().generation;
+    for i in 1..=100 {
+        cache.set_credentials([secret("credential/a", &i.to_string())]);
+    }
+    let state = cache.state();
+    assert_eq!(state.credentials_changed_since(seen), None);
+    assert_eq!(
+        state.credentials_changed_since(state.generation - 3),
+        Some(["credential/a"].into())
+    );
 }
