@@ -585,3 +585,94 @@ async fn mixed_fleet_gets_every_rotation() {
         reply.body
     );
 }
+
+// === 6. a rotation is sent alone; Envoy keeps every other secret ===
+
+/// The version Envoy's config dump gives each dynamic secret, by name.
+async fn secret_versions(envoy: &Envoy) -> std::collections::BTreeMap<String, String> {
+    let dump = envoy.config_dump().await;
+    dump["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["@type"] == "type.googleapis.com/envoy.admin.v3.SecretsConfigDump")
+        .flat_map(|c| {
+            c["dynamic_active_secrets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_owned(),
+                s["version_info"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn a_rotation_is_sent_alone_and_envoy_keeps_the_other_secrets(mode: Mode) {
+    let s = Stack::builder()
+        .mocks(&["openai", "mistral"])
+        .configure(|s| {
+            let mut yaml = gateway_yaml(s.listener);
+            yaml += &backend_yaml("openai", "OpenAI", &s.mock("openai").endpoint(), "a-key");
+            yaml += &backend_yaml("mistral", "OpenAI", &s.mock("mistral").endpoint(), "b-key");
+            s.write("gateway.yaml", yaml);
+            s.write("a-key.key", "a-0\n");
+            s.write("b-key.key", "b-0\n");
+            let rules = model_rule("gpt-4o", "openai") + &model_rule("mistral-large", "mistral");
+            s.write("routes.yaml", route_yaml(&rules));
+        })
+        .envoy(mode)
+        .start()
+        .await;
+    let key = |model: &'static str| {
+        let s = &s;
+        async move {
+            s.send("/v1/chat/completions", &[("x-ai-model", model)])
+                .await
+                .upstream_header("authorization")
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(key("gpt-4o").await, "Bearer a-0");
+    assert_eq!(key("mistral-large").await, "Bearer b-0");
+    let before = secret_versions(s.envoy()).await;
+    let (a, b) = ("credential/a-key", "credential/b-key");
+    assert!(
+        before.contains_key(a) && before.contains_key(b),
+        "{before:?}"
+    );
+    let updates_before = s.envoy().stat("sds.credential/b-key.update_success").await;
+
+    write_atomic(&s.config.join("a-key.key"), "a-1\n");
+    eventually("the rotated key in use", DEADLINE, || async {
+        (key("gpt-4o").await == "Bearer a-1").then_some(())
+    })
+    .await;
+    // The untouched secret is still there and still used...
+    assert_eq!(key("mistral-large").await, "Bearer b-0");
+    let after = secret_versions(s.envoy()).await;
+    assert_ne!(after[a], before[a], "the rotated secret arrived");
+    // ...and it was not in the update: in SotW a whole set would have stamped it with the new
+    // response's version and counted an update of its subscription.
+    assert_eq!(after[b], before[b], "{after:?}");
+    assert_eq!(
+        s.envoy().stat("sds.credential/b-key.update_success").await,
+        updates_before
+    );
+    assert_eq!(
+        s.envoy().stat("cluster_manager.cds.update_rejected").await,
+        0
+    );
+    let status = s.tessera.status().await;
+    let streams = status["streams"].as_array().cloned().unwrap_or_default();
+    assert!(
+        streams
+            .iter()
+            .all(|st| st["types"]["sds"]["nacks"].as_u64().unwrap_or(0) == 0),
+        "Envoy refused an update: {status}"
+    );
+}
+both_modes!(a_rotation_is_sent_alone_and_envoy_keeps_the_other_secrets);
