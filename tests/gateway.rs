@@ -611,8 +611,10 @@ async fn secret_versions(envoy: &Envoy) -> std::collections::BTreeMap<String, St
         .collect()
 }
 
-async fn a_rotation_is_sent_alone_and_envoy_keeps_the_other_secrets(mode: Mode) {
-    let s = Stack::builder()
+/// Two OpenAI backends with their own key files (`a-key`, `b-key`) behind `gpt-4o` and
+/// `mistral-large`, served to one Envoy started with `envoy_args`.
+async fn two_keys(mode: Mode, envoy_args: &[&str]) -> Stack {
+    Stack::builder()
         .mocks(&["openai", "mistral"])
         .configure(|s| {
             let mut yaml = gateway_yaml(s.listener);
@@ -625,17 +627,22 @@ async fn a_rotation_is_sent_alone_and_envoy_keeps_the_other_secrets(mode: Mode) 
             s.write("routes.yaml", route_yaml(&rules));
         })
         .envoy(mode)
+        .envoy_args(envoy_args)
         .start()
-        .await;
-    let key = |model: &'static str| {
-        let s = &s;
-        async move {
-            s.send("/v1/chat/completions", &[("x-ai-model", model)])
-                .await
-                .upstream_header("authorization")
-                .unwrap_or_default()
-        }
-    };
+        .await
+}
+
+/// The key Envoy attaches for `model`.
+async fn key_for(s: &Stack, model: &str) -> String {
+    s.send("/v1/chat/completions", &[("x-ai-model", model)])
+        .await
+        .upstream_header("authorization")
+        .unwrap_or_default()
+}
+
+async fn a_rotation_is_sent_alone_and_envoy_keeps_the_other_secrets(mode: Mode) {
+    let s = two_keys(mode, &[]).await;
+    let key = |model: &'static str| key_for(&s, model);
     assert_eq!(key("gpt-4o").await, "Bearer a-0");
     assert_eq!(key("mistral-large").await, "Bearer b-0");
     let before = secret_versions(s.envoy()).await;
@@ -676,3 +683,36 @@ async fn a_rotation_is_sent_alone_and_envoy_keeps_the_other_secrets(mode: Mode) 
     );
 }
 both_modes!(a_rotation_is_sent_alone_and_envoy_keeps_the_other_secrets);
+
+/// Envoy's unified xDS mux (off by default in 1.40, Envoy's stated direction) refuses a SotW
+/// SDS answer that leaves a watched secret out: Tessera answers the refusal with the whole set,
+/// once, and sends that stream whole sets from then on.
+#[needs_envoy]
+#[tokio::test]
+async fn under_the_unified_mux_a_refused_partial_rotation_is_resent_whole() {
+    let unified = "{layered_runtime: {layers: [{name: unified, static_layer: {envoy.reloadable_features.unified_mux: true}}]}}";
+    let s = two_keys(Mode::Sotw, &["--config-yaml", unified]).await;
+    assert_eq!(key_for(&s, "gpt-4o").await, "Bearer a-0");
+    assert_eq!(key_for(&s, "mistral-large").await, "Bearer b-0");
+    let runtime: serde_json::Value = get_json(&format!(
+        "http://127.0.0.1:{}/runtime",
+        s.envoy().admin_port
+    ))
+    .await;
+    assert_eq!(
+        runtime["entries"]["envoy.reloadable_features.unified_mux"]["final_value"], "true",
+        "the runtime flag is on: {runtime}"
+    );
+    for i in 1..=2 {
+        write_atomic(&s.config.join("a-key.key"), &format!("a-{i}\n"));
+        eventually("the rotated key in use", DEADLINE, || async {
+            (key_for(&s, "gpt-4o").await == format!("Bearer a-{i}")).then_some(())
+        })
+        .await;
+        assert_eq!(key_for(&s, "mistral-large").await, "Bearer b-0");
+    }
+    // One refusal (the first partial answer); the second rotation went out whole.
+    let nacks = |status: &serde_json::Value| status["streams"][0]["types"]["sds"]["nacks"].as_u64();
+    let status = s.tessera.status().await;
+    assert_eq!(nacks(&status), Some(1), "{status}");
+}

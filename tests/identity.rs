@@ -235,6 +235,7 @@ async fn gateways_by_certificate(mode: Mode) {
         node_cluster: cluster,
         delta: mode.is_delta(),
         bootstrap_args: args,
+        envoy_args: Vec::new(),
     };
     let thief = Envoy::start_unready(
         &envoy(),

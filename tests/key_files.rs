@@ -110,6 +110,7 @@ async fn eacces_does_not_revoke(delta: bool) {
             node_cluster: NODE_CLUSTER,
             delta,
             bootstrap_args: vec![],
+            envoy_args: Vec::new(),
         },
     )
     .await;

@@ -198,6 +198,7 @@ async fn every_replacement_style_rotates(delta: bool) {
             node_cluster: NODE_CLUSTER,
             delta,
             bootstrap_args: vec![],
+            envoy_args: Vec::new(),
         },
     )
     .await;
@@ -288,6 +289,7 @@ async fn periodic_reread_catches_what_no_event_reports(delta: bool) {
             node_cluster: NODE_CLUSTER,
             delta,
             bootstrap_args: vec![],
+            envoy_args: Vec::new(),
         },
     )
     .await;
@@ -391,6 +393,7 @@ async fn kubernetes_mode_watches_key_files(delta: bool) {
             node_cluster: NODE_CLUSTER,
             delta,
             bootstrap_args: vec![],
+            envoy_args: Vec::new(),
         },
     )
     .await;

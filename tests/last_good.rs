@@ -182,6 +182,7 @@ async fn invalid_start_without_state_answers_nothing(mode: Mode) {
             node_cluster: NODE_CLUSTER,
             delta,
             bootstrap_args: Vec::new(),
+            envoy_args: Vec::new(),
         };
         Envoy::start(&binary, &envoy_dir, xds_port, listener, opts).await
     });

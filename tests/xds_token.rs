@@ -208,6 +208,7 @@ async fn envoy_with(stack: &Stack, mode: Mode, token_file: &Path, ca: &Path) -> 
             node_cluster: NODE_CLUSTER,
             delta: mode.is_delta(),
             bootstrap_args: bootstrap_args(token_file, ca),
+            envoy_args: Vec::new(),
         },
     )
     .await

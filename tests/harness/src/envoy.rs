@@ -87,6 +87,8 @@ pub struct EnvoyOptions<'a> {
     pub delta: bool,
     /// Extra `tessera bootstrap` flags (mTLS files).
     pub bootstrap_args: Vec<String>,
+    /// Extra Envoy command-line flags (e.g. `--config-yaml` to set a runtime flag).
+    pub envoy_args: Vec<String>,
 }
 
 impl Envoy {
@@ -170,6 +172,7 @@ impl Envoy {
             // Distinct base ids let several Envoys run at once.
             .args(["--base-id", &admin_port.to_string()])
             .args(["--concurrency", "1", "--log-level", "warning"])
+            .args(&opts.envoy_args)
             .arg("--log-path")
             .arg(&log)
             .stdout(Stdio::null())

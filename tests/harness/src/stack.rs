@@ -48,6 +48,7 @@ impl Stack {
             envoys: Vec::new(),
             node_cluster: NODE_CLUSTER.into(),
             bootstrap_args: Vec::new(),
+            envoy_args: Vec::new(),
         }
     }
 
@@ -89,6 +90,7 @@ pub struct StackBuilder<'a> {
     envoys: Vec<Mode>,
     node_cluster: String,
     bootstrap_args: Vec<String>,
+    envoy_args: Vec<String>,
 }
 
 impl<'a> StackBuilder<'a> {
@@ -166,6 +168,12 @@ impl<'a> StackBuilder<'a> {
         self
     }
 
+    /// Extra command-line flags for every Envoy.
+    pub fn envoy_args(mut self, args: &[&str]) -> Self {
+        self.envoy_args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
     /// Starts everything; returns once Tessera and every Envoy are ready.
     pub async fn start(self) -> Stack {
         let dir = self.dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
@@ -205,6 +213,7 @@ impl<'a> StackBuilder<'a> {
                     node_cluster: &self.node_cluster,
                     delta: mode.is_delta(),
                     bootstrap_args: self.bootstrap_args.clone(),
+                    envoy_args: self.envoy_args.clone(),
                 };
                 envoys.push(
                     Envoy::start(&binary, dir.path(), tessera.xds_port, listener, opts).await,
