@@ -80,6 +80,11 @@ impl Encoded {
         self.chunks.push(chunk);
     }
 
+    /// The encoded pieces, in order.
+    pub fn into_chunks(self) -> Vec<Bytes> {
+        self.chunks
+    }
+
     /// How many resources the response carries.
     pub fn resource_count(&self) -> usize {
         self.resources
