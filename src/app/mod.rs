@@ -37,6 +37,7 @@ use tracing::{info, warn};
 
 mod apply;
 mod engine;
+mod open_files;
 
 pub use crate::state::{AppState, ConfigStatus, Metrics};
 use apply::Applier;
@@ -70,6 +71,7 @@ pub struct ServeOptions {
 
 /// Runs until interrupted.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    open_files::raise();
     let config = std::path::absolute(&opts.config)
         .with_context(|| format!("cannot resolve {}", opts.config.display()))?;
     if opts.kubernetes.is_none() && !config.exists() {
