@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 /// Why a target address was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AddrError {
-    #[error("cannot resolve {addr:?}: {source}")]
+    #[error("cannot resolve {addr:?}")]
     Resolve {
         addr: String,
         source: std::io::Error,

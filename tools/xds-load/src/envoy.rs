@@ -203,8 +203,9 @@ pub struct Envoy {
     secrets: Held,
     extension_configs: Held,
     routes: Held,
-    cluster_refs: Refs,
-    listener_extension_configs: BTreeSet<String>,
+    // ECDS names come from clusters and listeners; kept apart so either can be replaced whole.
+    cluster_extension_configs: Arc<[String]>,
+    listener_extension_configs: Arc<[String]>,
     rotation_index: u32,
     rotation_bytes: u64,
     rotation_seen: bool,
@@ -225,8 +226,8 @@ impl Envoy {
             secrets: Held::default(),
             extension_configs: Held::default(),
             routes: Held::default(),
-            cluster_refs: Refs::default(),
-            listener_extension_configs: BTreeSet::new(),
+            cluster_extension_configs: Arc::new([]),
+            listener_extension_configs: Arc::new([]),
             rotation_index: 0,
             rotation_bytes: 0,
             rotation_seen: false,
@@ -253,17 +254,20 @@ impl Envoy {
                 // A SotW response is the whole set; Delta ones add to what is held (removals of
                 // clusters keep their secrets subscribed: enough for a load generator).
                 if !inc.full_state {
-                    refs.secrets
-                        .extend(self.cluster_refs.secrets.iter().cloned());
+                    refs.secrets.extend(self.secrets.names().iter().cloned());
                     refs.extension_configs
-                        .extend(self.cluster_refs.extension_configs.iter().cloned());
+                        .extend(self.cluster_extension_configs.iter().cloned());
                 }
-                self.cluster_refs = refs;
+                self.cluster_extension_configs = self.shared.intern(refs.extension_configs);
                 self.have_clusters = true;
                 // Envoy pauses SDS while it applies clusters, so their subscriptions go out
                 // before the CDS ACK.
                 self.resubscribe_extension_configs(wire, out);
-                self.resubscribe_secrets(wire, out);
+                let secrets = self.shared.intern(refs.secrets);
+                if let Some((added, removed)) = self.secrets.set(secrets) {
+                    let names = self.secrets.names();
+                    out.push(wire.subscribe(type_url::SECRET, names, added, removed));
+                }
                 out.push(wire.ack(&inc.type_url, &inc.version, &inc.nonce, &[]));
             }
             type_url::LISTENER => {
@@ -279,7 +283,7 @@ impl Envoy {
                     refs.extension_configs
                         .extend(self.listener_extension_configs.iter().cloned());
                 }
-                self.listener_extension_configs = refs.extension_configs;
+                self.listener_extension_configs = self.shared.intern(refs.extension_configs);
                 self.have_listeners = true;
                 self.resubscribe_extension_configs(wire, out);
                 let routes = self.shared.intern(refs.route_configs);
@@ -334,15 +338,8 @@ impl Envoy {
             && self.routes.complete()
     }
 
-    fn resubscribe_secrets<W: Wire>(&mut self, wire: &mut W, out: &mut Vec<W::Request>) {
-        let names = self.shared.intern(self.cluster_refs.secrets.clone());
-        if let Some((added, removed)) = self.secrets.set(names) {
-            out.push(wire.subscribe(type_url::SECRET, self.secrets.names(), added, removed));
-        }
-    }
-
     fn resubscribe_extension_configs<W: Wire>(&mut self, wire: &mut W, out: &mut Vec<W::Request>) {
-        let mut all = self.cluster_refs.extension_configs.clone();
+        let mut all: BTreeSet<String> = self.cluster_extension_configs.iter().cloned().collect();
         all.extend(self.listener_extension_configs.iter().cloned());
         let names = self.shared.intern(all);
         if let Some((added, removed)) = self.extension_configs.set(names) {

@@ -16,7 +16,9 @@ pub struct Spec {
     pub backends: usize,
     pub node_cluster: String,
     /// DNS SANs listed in the Gateway's `xdsClients` (for runs with mTLS).
-    pub xds_clients: Vec<String>,
+    pub xds_client_dns: Vec<String>,
+    /// URI SANs (SPIFFE ids) listed in the Gateway's `xdsClients`.
+    pub xds_client_spiffe: Vec<String>,
     /// Where every backend's endpoint points (loopback; nothing is sent there).
     pub upstream_port: u16,
 }
@@ -80,10 +82,13 @@ fn gateway(spec: &Spec) -> String {
          nodeCluster: {:?}\n  listeners:\n  - {{name: http, address: 127.0.0.1, port: 10000}}\n",
         spec.node_cluster
     );
-    if !spec.xds_clients.is_empty() {
+    if !spec.xds_client_dns.is_empty() || !spec.xds_client_spiffe.is_empty() {
         doc.push_str("  xdsClients:\n");
-        for dns in &spec.xds_clients {
+        for dns in &spec.xds_client_dns {
             let _ = writeln!(doc, "  - dnsName: {dns:?}");
+        }
+        for uri in &spec.xds_client_spiffe {
+            let _ = writeln!(doc, "  - spiffe: {uri:?}");
         }
     }
     doc
@@ -112,7 +117,8 @@ mod tests {
         Spec {
             backends,
             node_cluster: "load-gw".to_owned(),
-            xds_clients: vec!["envoy.load.local".to_owned()],
+            xds_client_dns: vec!["envoy.load.local".to_owned()],
+            xds_client_spiffe: vec!["spiffe://load/envoy".to_owned()],
             upstream_port: 18080,
         }
     }
@@ -133,7 +139,7 @@ mod tests {
         assert_eq!(model.gateways.len(), 1);
         let gateway = model.gateways.values().next().unwrap();
         assert_eq!(gateway.node_cluster, "load-gw");
-        assert_eq!(gateway.xds_clients.len(), 1);
+        assert_eq!(gateway.xds_clients.len(), 2);
         assert_eq!(model.backends.len(), 1201);
         assert_eq!(model.policies.len(), 1201);
         // 1,201 rules need two Routes (at most 1,024 rules each).

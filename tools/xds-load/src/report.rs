@@ -11,11 +11,15 @@ pub struct Report {
     pub streams: u32,
     pub connect_rate: f64,
     pub node_cluster: String,
+    /// Encoded size of the node each stream sends on its first request.
+    pub node_bytes: usize,
     pub server: ServerReport,
     pub initial: InitialReport,
     pub rotations: Vec<RotationReport>,
     /// Every rotation together (`index` 0).
     pub rotation_overall: Option<RotationReport>,
+    /// Streams that ended during the run (initial configuration or rotations).
+    pub streams_failed: usize,
     /// A few distinct reasons streams ended.
     pub failures: Vec<String>,
 }
@@ -69,6 +73,18 @@ fn spread(s: Option<Spread>) -> String {
 }
 
 impl Report {
+    /// Why the run is incomplete: streams that failed or never finished, or missed rotations.
+    pub fn problem(&self) -> Option<String> {
+        let i = &self.initial;
+        let missed: usize = self.rotations.iter().map(|r| r.timed_out).sum();
+        (self.streams_failed + i.pending + missed > 0).then(|| {
+            format!(
+                "incomplete run: {} streams failed, {} never held their configuration, {missed} rotation deliveries timed out",
+                self.streams_failed, i.pending
+            )
+        })
+    }
+
     /// The report as a table.
     pub fn human(&self) -> String {
         let mut out = String::new();
@@ -76,8 +92,8 @@ impl Report {
         let i = &self.initial;
         let _ = writeln!(
             out,
-            "{} streams, {} ADS, node cluster {:?}, connecting at {}/s; server pid {}",
-            self.streams, self.mode, self.node_cluster, self.connect_rate, s.pid
+            "{} streams, {} ADS, node cluster {:?} ({} bytes a node), connecting at {}/s; server pid {}",
+            self.streams, self.mode, self.node_cluster, self.node_bytes, self.connect_rate, s.pid
         );
         let _ = writeln!(
             out,

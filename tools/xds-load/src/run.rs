@@ -8,6 +8,7 @@ use crate::stats;
 use crate::{delta, sotw};
 use anyhow::Context;
 use envoy_types::pb::envoy::config::core::v3::Node;
+use prost::Message;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,7 +39,8 @@ pub struct Plan {
     pub mode: Mode,
     pub streams: u32,
     pub rate: f64,
-    pub node_cluster: String,
+    /// Every simulated Envoy's node but its id.
+    pub node: Node,
     pub server_pid: u32,
     pub rotate_file: Option<PathBuf>,
     pub rotations: u32,
@@ -112,7 +114,9 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     while tally.count(StreamState::Pending) > 0 || connected < plan.streams {
         tokio::select! {
             _ = tokio::time::sleep_until(next_connect), if connected < plan.streams => {
-                tasks.spawn(stream(connected, plan.mode, plan.endpoint.clone(), plan.node_cluster.clone(), shared.clone()));
+                let mut node = plan.node.clone();
+                node.id = format!("xds-load-{connected}");
+                tasks.spawn(stream(connected, plan.mode, plan.endpoint.clone(), node, shared.clone()));
                 connected += 1;
                 next_connect += period;
             }
@@ -185,7 +189,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         mode: plan.mode.name(),
         streams: plan.streams,
         connect_rate: plan.rate,
-        node_cluster: plan.node_cluster,
+        node_cluster: plan.node.cluster.clone(),
+        node_bytes: plan.node.encoded_len(),
         server: server_report(plan.server_pid, idle, connected_usage, after_rotations),
         initial,
         rotation_overall: (!rotations.is_empty()).then(|| RotationReport {
@@ -197,6 +202,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
             bytes_per_stream: stats::mean(&all_bytes),
         }),
         rotations,
+        streams_failed: tally.count(StreamState::Failed),
         failures: tally.failures,
     })
 }
@@ -244,14 +250,8 @@ fn rotate(file: &Path, shared: &Shared, index: u32, value: String) -> anyhow::Re
 }
 
 /// One simulated Envoy on its own connection.
-async fn stream(index: u32, mode: Mode, endpoint: Endpoint, cluster: String, shared: Arc<Shared>) {
+async fn stream(index: u32, mode: Mode, endpoint: Endpoint, node: Node, shared: Arc<Shared>) {
     let started = Instant::now();
-    let node = Node {
-        id: format!("xds-load-{index}"),
-        cluster,
-        user_agent_name: "xds-load".to_owned(),
-        ..Default::default()
-    };
     let envoy = Envoy::new(index, shared.clone(), started);
     let result = async {
         let channel = endpoint.connect().await.context("connecting")?;
