@@ -1,0 +1,270 @@
+//! A run: connect N simulated Envoys at a steady rate, wait for their initial configuration,
+//! rotate a key file K times and measure how each rotation reaches every stream.
+
+use crate::envoy::{Envoy, Event, Rotation, Shared};
+use crate::report::{InitialReport, Report, RotationReport, ServerReport};
+use crate::server::{Usage, usage};
+use crate::stats;
+use crate::{delta, sotw};
+use anyhow::Context;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use prost::Message;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tonic::transport::Endpoint;
+
+/// SotW or Delta ADS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    Sotw,
+    Delta,
+}
+
+impl Mode {
+    /// The mode's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Sotw => "sotw",
+            Mode::Delta => "delta",
+        }
+    }
+}
+
+/// Everything a run needs, resolved.
+pub struct Plan {
+    pub endpoint: Endpoint,
+    pub mode: Mode,
+    pub streams: u32,
+    pub rate: f64,
+    /// Every simulated Envoy's node but its id.
+    pub node: Node,
+    pub server_pid: u32,
+    pub rotate_file: Option<PathBuf>,
+    pub rotations: u32,
+    pub rotation_pause: Duration,
+    pub rotation_timeout: Duration,
+    pub initial_timeout: Duration,
+}
+
+/// Per stream: still connecting, holding its initial configuration, or ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StreamState {
+    Pending,
+    Ready,
+    Failed,
+}
+
+/// Where every stream is, with counts kept as it moves.
+struct Tally {
+    states: Vec<StreamState>,
+    counts: [usize; 3],
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn new(streams: usize) -> Self {
+        Self {
+            states: vec![StreamState::Pending; streams],
+            counts: [streams, 0, 0],
+            failures: Vec::new(),
+        }
+    }
+
+    fn set(&mut self, stream: u32, to: StreamState) {
+        if let Some(state) = self.states.get_mut(stream as usize) {
+            self.counts[*state as usize] -= 1;
+            self.counts[to as usize] += 1;
+            *state = to;
+        }
+    }
+
+    fn fail(&mut self, stream: u32, error: String) {
+        self.set(stream, StreamState::Failed);
+        // Thousands of streams tend to fail for one reason: keep a few distinct ones.
+        if self.failures.len() < 5 && !self.failures.contains(&error) {
+            self.failures.push(error);
+        }
+    }
+
+    fn count(&self, state: StreamState) -> usize {
+        self.counts[state as usize]
+    }
+}
+
+/// Runs `plan` and reports what it measured.
+pub async fn run(plan: Plan) -> anyhow::Result<Report> {
+    let idle = usage(plan.server_pid)?;
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared::new(events_tx));
+    let mut tasks = JoinSet::new();
+    let mut tally = Tally::new(plan.streams as usize);
+
+    // Connect at the planned rate while collecting what the streams report.
+    let began = Instant::now();
+    let period = Duration::from_secs_f64(1.0 / plan.rate);
+    let mut next_connect = tokio::time::Instant::now();
+    let mut connected = 0u32;
+    let mut initial_elapsed = Vec::with_capacity(plan.streams as usize);
+    let mut initial_bytes = Vec::with_capacity(plan.streams as usize);
+    let mut last_ready = None;
+    let deadline = tokio::time::Instant::now() + plan.initial_timeout;
+    while tally.count(StreamState::Pending) > 0 || connected < plan.streams {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_connect), if connected < plan.streams => {
+                let mut node = plan.node.clone();
+                node.id = format!("xds-load-{connected}");
+                tasks.spawn(stream(connected, plan.mode, plan.endpoint.clone(), node, shared.clone()));
+                connected += 1;
+                next_connect += period;
+            }
+            event = events.recv() => match event {
+                Some(Event::Initial { stream, elapsed, at, bytes }) => {
+                    tally.set(stream, StreamState::Ready);
+                    initial_elapsed.push(elapsed);
+                    initial_bytes.push(bytes);
+                    last_ready = Some(at);
+                }
+                Some(Event::Failed { stream, error }) => tally.fail(stream, error),
+                Some(Event::Rotated { .. }) | None => {}
+            },
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    let connected_usage = usage(plan.server_pid)?;
+    let initial = InitialReport {
+        completed: initial_elapsed.len(),
+        failed: tally.count(StreamState::Failed),
+        pending: tally.count(StreamState::Pending),
+        all_complete_ms: (tally.count(StreamState::Ready) == plan.streams as usize)
+            .then(|| last_ready.map(|at: Instant| ms(at.saturating_duration_since(began))))
+            .flatten(),
+        per_stream: stats::spread(&mut initial_elapsed),
+        bytes_per_stream: stats::mean(&initial_bytes),
+    };
+
+    let mut rotations = Vec::new();
+    let mut all_latencies = Vec::new();
+    let mut all_bytes = Vec::new();
+    if let Some(file) = &plan.rotate_file {
+        for index in 1..=plan.rotations {
+            tokio::time::sleep(plan.rotation_pause).await;
+            let expected = tally.count(StreamState::Ready);
+            let value = rotation_value(index);
+            rotate(file, &shared, index, value)?;
+            let mut latencies = Vec::with_capacity(expected);
+            let mut bytes = Vec::with_capacity(expected);
+            let deadline = tokio::time::Instant::now() + plan.rotation_timeout;
+            while latencies.len() < tally.count(StreamState::Ready) {
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Some(Event::Rotated { index: i, latency, bytes: b, .. }) if i == index => {
+                            latencies.push(latency);
+                            bytes.push(b);
+                        }
+                        Some(Event::Failed { stream, error }) => tally.fail(stream, error),
+                        Some(_) | None => {}
+                    },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            all_latencies.extend_from_slice(&latencies);
+            all_bytes.extend_from_slice(&bytes);
+            rotations.push(RotationReport {
+                index,
+                streams_expected: expected,
+                streams_reached: latencies.len(),
+                timed_out: expected.saturating_sub(latencies.len()),
+                fan_out: stats::spread(&mut latencies),
+                bytes_per_stream: stats::mean(&bytes),
+            });
+        }
+    }
+    let after_rotations = usage(plan.server_pid)?;
+    tasks.abort_all();
+
+    Ok(Report {
+        mode: plan.mode.name(),
+        streams: plan.streams,
+        connect_rate: plan.rate,
+        node_cluster: plan.node.cluster.clone(),
+        node_bytes: plan.node.encoded_len(),
+        server: server_report(plan.server_pid, idle, connected_usage, after_rotations),
+        initial,
+        rotation_overall: (!rotations.is_empty()).then(|| RotationReport {
+            index: 0,
+            streams_expected: rotations.iter().map(|r| r.streams_expected).sum(),
+            streams_reached: all_latencies.len(),
+            timed_out: rotations.iter().map(|r| r.timed_out).sum(),
+            fan_out: stats::spread(&mut all_latencies),
+            bytes_per_stream: stats::mean(&all_bytes),
+        }),
+        rotations,
+        streams_failed: tally.count(StreamState::Failed),
+        failures: tally.failures,
+    })
+}
+
+fn server_report(pid: u32, idle: Usage, connected: Usage, after: Usage) -> ServerReport {
+    ServerReport {
+        pid,
+        rss_idle_bytes: idle.rss_bytes,
+        rss_connected_bytes: connected.rss_bytes,
+        rss_after_rotations_bytes: after.rss_bytes,
+        cpu_initial_seconds: connected.cpu_seconds - idle.cpu_seconds,
+        cpu_rotations_seconds: after.cpu_seconds - connected.cpu_seconds,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A value no earlier run or rotation wrote.
+fn rotation_value(index: u32) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("sk-xds-load-{}-{nanos}-{index}", std::process::id())
+}
+
+/// Replaces `file` atomically with `value`, after telling the streams what to look for. Blocking
+/// on purpose: the write is tiny and the rename is timed from here, not from a thread hop.
+fn rotate(file: &Path, shared: &Shared, index: u32, value: String) -> anyhow::Result<()> {
+    let name = file
+        .file_name()
+        .context("the rotated file has no file name")?
+        .to_string_lossy();
+    let tmp = file.with_file_name(format!(".{name}.xds-load.tmp"));
+    std::fs::write(&tmp, value.as_bytes()).with_context(|| format!("writing {}", tmp.display()))?;
+    shared.set_rotation(Rotation {
+        index,
+        value,
+        written_at: Instant::now(),
+    });
+    std::fs::rename(&tmp, file)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), file.display()))
+}
+
+/// One simulated Envoy on its own connection.
+async fn stream(index: u32, mode: Mode, endpoint: Endpoint, node: Node, shared: Arc<Shared>) {
+    let started = Instant::now();
+    let envoy = Envoy::new(index, shared.clone(), started);
+    let result = async {
+        let channel = endpoint.connect().await.context("connecting")?;
+        match mode {
+            Mode::Sotw => sotw::run(channel, node, envoy).await,
+            Mode::Delta => delta::run(channel, node, envoy).await,
+        }
+    }
+    .await;
+    if let Err(error) = result {
+        shared.report(Event::Failed {
+            stream: index,
+            error: format!("{error:#}"),
+        });
+    }
+}
