@@ -7,19 +7,18 @@
 
 use super::encoded::Encoded;
 use super::server::AdsService;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures::Stream;
 use http_body::Frame;
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tonic::codec::BufferSettings;
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::NamedService;
-use tonic::{Request, Response, Status, Streaming};
-use tonic_prost::ProstCodec;
+use tonic::{Request, Response, Status};
 
 const SOTW_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
@@ -75,23 +74,107 @@ where
     }
 }
 
-// Requests are small; tonic's default 8 KiB read buffer per stream adds up over a fleet.
-const REQUEST_BUFFER: usize = 1024;
+// The largest request accepted (Envoy's first request carries its node: about 61 KB).
 const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+// A request buffer grown past this is let go once empty, so one large first request does not
+// keep its allocation for the stream's life.
+const KEEP_BUFFER: usize = 4 * 1024;
 
 /// The request as a stream of decoded messages, with its metadata and extensions (peer
 /// address, TLS certificates) kept for authentication.
-fn decoding<M, B>(req: http::Request<B>) -> Request<Streaming<M>>
+fn decoding<M, B>(req: http::Request<B>) -> Request<Requests<M, B>>
 where
-    M: prost::Message + Default + Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
+    M: prost::Message + Default,
+    B: Body<Data = Bytes>,
 {
-    let decoder =
-        ProstCodec::<Encoded, M>::raw_decoder(BufferSettings::new(REQUEST_BUFFER, REQUEST_BUFFER));
-    Request::from_http(
-        req.map(|body| Streaming::new_request(decoder, body, None, Some(MAX_REQUEST_BYTES))),
-    )
+    Request::from_http(req.map(|body| Requests {
+        body: Box::pin(body),
+        buf: BytesMut::new(),
+        ended: false,
+        _message: PhantomData,
+    }))
+}
+
+/// gRPC messages read from a request body.
+pub struct Requests<M, B> {
+    body: Pin<Box<B>>,
+    buf: BytesMut,
+    ended: bool,
+    _message: PhantomData<fn() -> M>,
+}
+
+impl<M: prost::Message + Default, B> Requests<M, B> {
+    /// The next whole message in the buffer, if one has arrived.
+    fn take(&mut self) -> Option<Result<M, Status>> {
+        let header = self.buf.get(..5)?;
+        if header[0] != 0 {
+            return Some(Err(Status::unimplemented(
+                "compressed ADS requests are not supported",
+            )));
+        }
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        if len > MAX_REQUEST_BYTES {
+            return Some(Err(Status::resource_exhausted(format!(
+                "an ADS request of {len} bytes is over the limit of {MAX_REQUEST_BYTES}"
+            ))));
+        }
+        if self.buf.len() < 5 + len {
+            return None;
+        }
+        self.buf.advance(5);
+        let message = M::decode(self.buf.split_to(len).freeze())
+            .map_err(|e| Status::invalid_argument(format!("malformed ADS request: {e}")));
+        if self.buf.is_empty() && self.buf.capacity() > KEEP_BUFFER {
+            self.buf = BytesMut::new();
+        }
+        Some(message)
+    }
+}
+
+impl<M, B> Stream for Requests<M, B>
+where
+    M: prost::Message + Default,
+    B: Body<Data = Bytes>,
+    B::Error: Into<StdError>,
+{
+    type Item = Result<M, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(message) = this.take() {
+                if message.is_err() {
+                    this.ended = true;
+                    this.buf = BytesMut::new();
+                }
+                return Poll::Ready(Some(message));
+            }
+            if this.ended {
+                return Poll::Ready(if this.buf.is_empty() {
+                    None
+                } else {
+                    this.buf = BytesMut::new();
+                    Some(Err(Status::invalid_argument(
+                        "the ADS request stream ended inside a message",
+                    )))
+                });
+            }
+            match this.body.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => this.ended = true,
+                Poll::Ready(Some(Err(e))) => {
+                    this.ended = true;
+                    this.buf = BytesMut::new();
+                    return Poll::Ready(Some(Err(Status::from_error(e.into()))));
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The HTTP response of a stream: its messages as gRPC frames, then the status as trailers.
@@ -188,4 +271,99 @@ fn trailers(status: &Status) -> http::HeaderMap {
         let _ = Status::new(status.code(), "").add_header(&mut map);
     }
     map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use futures::StreamExt;
+    use prost::Message;
+
+    /// A request body that delivers the given pieces as DATA frames.
+    struct Pieces(VecDeque<Bytes>);
+
+    impl Body for Pieces {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    fn framed(message: &impl Message) -> Vec<u8> {
+        let body = message.encode_to_vec();
+        let mut out = vec![0];
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn requests(pieces: Vec<Vec<u8>>) -> Requests<DiscoveryRequest, Pieces> {
+        decoding(http::Request::new(Pieces(
+            pieces.into_iter().map(Bytes::from).collect(),
+        )))
+        .into_inner()
+    }
+
+    #[tokio::test]
+    async fn messages_split_across_frames_decode_and_a_large_buffer_is_let_go() {
+        let big = DiscoveryRequest {
+            node: Some(Node {
+                id: "n".repeat(60_000),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let small = DiscoveryRequest {
+            type_url: "t".into(),
+            ..Default::default()
+        };
+        let mut bytes = framed(&big);
+        bytes.extend(framed(&small));
+        // Cut at odd places, inside the prefix and inside the message.
+        let pieces = vec![
+            bytes[..3].to_vec(),
+            bytes[3..40_000].to_vec(),
+            bytes[40_000..].to_vec(),
+        ];
+        let mut r = requests(pieces);
+        assert_eq!(r.next().await.unwrap().unwrap(), big);
+        assert_eq!(r.next().await.unwrap().unwrap(), small);
+        assert!(r.buf.capacity() <= KEEP_BUFFER, "{}", r.buf.capacity());
+        assert!(r.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_cut_compressed_or_oversized_request_ends_the_stream_with_a_status() {
+        let whole = framed(&DiscoveryRequest::default());
+        let mut cut = framed(&DiscoveryRequest {
+            type_url: "t".into(),
+            ..Default::default()
+        });
+        cut.pop();
+        let mut r = requests(vec![whole, cut]);
+        assert!(r.next().await.unwrap().is_ok());
+        let status = r.next().await.unwrap().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(r.next().await.is_none());
+
+        let mut compressed = framed(&DiscoveryRequest::default());
+        compressed[0] = 1;
+        let status = requests(vec![compressed])
+            .next()
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unimplemented);
+
+        let mut huge = vec![0];
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        let status = requests(vec![huge]).next().await.unwrap().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    }
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
 /// The tonic service; one task per stream.
@@ -128,13 +128,16 @@ const OUT_BUFFER: usize = 4;
 
 impl AdsService {
     /// Starts a SotW stream (`StreamAggregatedResources`).
-    pub async fn sotw(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<ResponseStream>, Status> {
-        let (ctx, lifetime) = self.context(&request).await?;
+    pub async fn sotw<S>(&self, request: Request<S>) -> Result<Response<ResponseStream>, Status>
+    where
+        S: Stream<Item = Result<DiscoveryRequest, Status>> + Send + Unpin + 'static,
+    {
+        // Only the head is kept across the authentication, so the body need not be `Sync`.
+        let (metadata, extensions, requests) = request.into_parts();
+        let head = Request::from_parts(metadata, extensions, ());
+        let (ctx, lifetime) = self.context(&head).await?;
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
-        tokio::spawn(run_sotw(request.into_inner(), tx, ctx));
+        tokio::spawn(run_sotw(requests, tx, ctx));
         Ok(Response::new(Box::pin(UntilReauth::new(
             ReceiverStream::new(rx),
             lifetime,
@@ -142,13 +145,16 @@ impl AdsService {
     }
 
     /// Starts a Delta stream (`DeltaAggregatedResources`).
-    pub async fn delta(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<ResponseStream>, Status> {
-        let (ctx, lifetime) = self.context(&request).await?;
+    pub async fn delta<S>(&self, request: Request<S>) -> Result<Response<ResponseStream>, Status>
+    where
+        S: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Send + Unpin + 'static,
+    {
+        // Only the head is kept across the authentication, so the body need not be `Sync`.
+        let (metadata, extensions, requests) = request.into_parts();
+        let head = Request::from_parts(metadata, extensions, ());
+        let (ctx, lifetime) = self.context(&head).await?;
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
-        tokio::spawn(run_delta(request.into_inner(), tx, ctx));
+        tokio::spawn(run_delta(requests, tx, ctx));
         Ok(Response::new(Box::pin(UntilReauth::new(
             ReceiverStream::new(rx),
             lifetime,
