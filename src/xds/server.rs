@@ -653,6 +653,7 @@ impl Protocol for Sotw {
         let state = types.entry(t).or_default();
         let fresh = state.sent_nonce.is_empty();
         let added: Vec<String> = names.difference(&state.names).cloned().collect();
+        let names_changed = names != state.names;
         state.names = names;
         if fresh && req.response_nonce.is_empty() {
             // A new subscription, or a reconnect: Envoy names the version it already holds,
@@ -690,7 +691,9 @@ impl Protocol for Sotw {
             }
             None => stream.record_acked(t, &req.version_info),
         }
-        Ok(Some(t))
+        // Changes are pushed as they happen, not held for ACKs: an ACK or NACK alone needs an
+        // answer only when the names changed or a partial update was refused.
+        Ok((names_changed || !state.added.is_empty() || state.resend).then_some(t))
     }
 
     fn build(
@@ -828,6 +831,8 @@ struct DeltaType {
     /// Whether this type needs no first answer: a new node's wildcard subscription is
     /// answered once, even with nothing, or Envoy never finishes initializing.
     answered: bool,
+    /// Set once the type's first request was taken in.
+    started: bool,
 }
 
 impl Protocol for Delta {
@@ -868,6 +873,10 @@ impl Protocol for Delta {
                 .collect(),
             ..Default::default()
         });
+        let fresh = !state.started;
+        let changes_subscription =
+            !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty();
+        state.started = true;
         for name in req.resource_names_subscribe {
             if name == "*" {
                 state.wildcard = true;
@@ -891,7 +900,8 @@ impl Protocol for Delta {
                 None => stream.record_acked(t, &req.response_nonce),
             }
         }
-        Ok(Some(t))
+        // Changes are pushed as they happen: a request that only ACKs or NACKs needs no answer.
+        Ok((fresh || changes_subscription).then_some(t))
     }
 
     fn build(
