@@ -198,11 +198,13 @@ fn respond(outcome: Result<Response<ResponseStream>, Status>) -> http::Response<
     }
 }
 
-// Pieces smaller than this are copied together into one DATA frame; larger ones (resources
-// shared by every stream) are handed to HTTP/2 as they are, without a copy.
-const COALESCE_BELOW: usize = 512;
+// Pieces are copied together into blocks of up to one HTTP/2 frame; a larger piece is handed
+// to HTTP/2 as it is, shared. Few large blocks matter: HTTP/2 queues every block as one frame
+// in a per-connection queue that never shrinks (one block per resource cost a fleet of 1,000
+// streams 40 MB).
+const BLOCK: usize = 16 * 1024;
 
-/// A response body that writes each message's pre-encoded pieces out as they are.
+/// A response body that writes each message's pre-encoded pieces out.
 struct Frames {
     stream: ResponseStream,
     pending: VecDeque<Bytes>,
@@ -210,24 +212,28 @@ struct Frames {
 }
 
 impl Frames {
-    /// Queues one message: the gRPC length prefix, then its pieces.
+    /// Queues one message: the gRPC length prefix, then its pieces in blocks.
     fn queue(&mut self, message: Encoded) {
         let len = prost::Message::encoded_len(&message);
-        let mut small = BytesMut::with_capacity(COALESCE_BELOW);
-        small.put_u8(0); // not compressed
-        small.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+        let mut block = BytesMut::with_capacity((len + 5).min(BLOCK));
+        block.put_u8(0); // not compressed
+        block.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
         for chunk in message.into_chunks() {
-            if chunk.len() < COALESCE_BELOW {
-                small.put_slice(&chunk);
-            } else {
-                if !small.is_empty() {
-                    self.pending.push_back(small.split().freeze());
+            if chunk.len() >= BLOCK {
+                if !block.is_empty() {
+                    self.pending.push_back(block.split().freeze());
                 }
                 self.pending.push_back(chunk);
+                continue;
             }
+            if block.len() + chunk.len() > BLOCK {
+                self.pending.push_back(block.split().freeze());
+                block.reserve(BLOCK);
+            }
+            block.put_slice(&chunk);
         }
-        if !small.is_empty() {
-            self.pending.push_back(small.freeze());
+        if !block.is_empty() {
+            self.pending.push_back(block.freeze());
         }
     }
 }
@@ -365,5 +371,46 @@ mod tests {
         huge.extend_from_slice(&u32::MAX.to_be_bytes());
         let status = requests(vec![huge]).next().await.unwrap().unwrap_err();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn a_large_response_goes_out_in_few_blocks_that_read_back_as_one_message() {
+        use crate::xds::resource::Resource;
+        use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+        use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+        let clusters: Vec<_> = (0..100)
+            .map(|i| {
+                Resource::new(
+                    format!("backend/{i}"),
+                    &Cluster {
+                        name: format!("backend/{i}-{}", "x".repeat(900)),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        let message = Encoded::sotw("v", "t", "1", &clusters);
+        let len = prost::Message::encoded_len(&message);
+        let mut frames = Frames {
+            stream: Box::pin(futures::stream::empty()),
+            pending: VecDeque::new(),
+            done: false,
+        };
+        frames.queue(message);
+        assert!(len > 90_000);
+        assert!(
+            frames.pending.len() <= len / BLOCK + 2,
+            "{} blocks",
+            frames.pending.len()
+        );
+        let wire: Vec<u8> = frames.pending.iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(wire[0], 0);
+        assert_eq!(
+            u32::from_be_bytes([wire[1], wire[2], wire[3], wire[4]]) as usize,
+            len
+        );
+        let decoded = DiscoveryResponse::decode(&wire[5..]).unwrap();
+        assert_eq!(decoded.resources.len(), 100);
+        assert_eq!(decoded.nonce, "1");
     }
 }
