@@ -408,8 +408,10 @@ impl StreamState {
     }
 
     fn record_sent(&self, t: &str, sent: String) {
+        let at = super::status::unix_ms(std::time::SystemTime::now());
         self.registry.update(self.id, type_url::short(t), |s| {
             s.sent = sent;
+            s.sent_unix_ms = at;
             s.responses += 1;
         });
         self.registry
@@ -635,12 +637,17 @@ impl Protocol for Sotw {
             // it newly watches is answered now all the same (see `added`).
             return Ok((!state.added.is_empty()).then_some(t));
         }
+        let credentials = &stream.registry.credentials;
         match req.error_detail {
             Some(detail) => {
                 let version = state.sent_version.clone().unwrap_or_default();
                 stream.record_nack(t, &version, &detail.message);
+                credentials.nacked(stream.id, &req.response_nonce);
             }
-            None => stream.record_acked(t, &req.version_info),
+            None => {
+                stream.record_acked(t, &req.version_info);
+                credentials.acked(stream.id, &req.response_nonce);
+            }
         }
         Ok(Some(t))
     }
@@ -662,10 +669,22 @@ impl Protocol for Sotw {
         }
         let version = set_version(&visible);
         let newly_watched = visible.iter().any(|r| added.contains(&r.name));
+        let carries_credentials = type_url::carries_credentials(t);
+        let credentials: Vec<&Arc<Resource>> = visible.iter().collect();
         if state.sent_version.as_deref() == Some(version.as_str()) && !newly_watched {
+            if carries_credentials {
+                // A reconnected node named this version: it holds these values.
+                stream
+                    .registry
+                    .credentials
+                    .holds(stream.id, t, &credentials);
+            }
             return None;
         }
         let nonce = stream.next_nonce();
+        if carries_credentials {
+            (stream.registry.credentials).sent(stream.id, &nonce, t, &credentials, true);
+        }
         debug!(node = %stream.node.id, xds_type = type_url::short(t), version, resources = visible.len(), "sending SotW update");
         stream.record_sent(t, version.clone());
         state.sent_version = Some(version.clone());
@@ -756,9 +775,16 @@ impl Protocol for Delta {
             }
         }
         if stream.sent_nonce(&req.response_nonce) {
+            let credentials = &stream.registry.credentials;
             match req.error_detail {
-                Some(detail) => stream.record_nack(t, &req.response_nonce, &detail.message),
-                None => stream.record_acked(t, &req.response_nonce),
+                Some(detail) => {
+                    stream.record_nack(t, &req.response_nonce, &detail.message);
+                    credentials.nacked(stream.id, &req.response_nonce);
+                }
+                None => {
+                    stream.record_acked(t, &req.response_nonce);
+                    credentials.acked(stream.id, &req.response_nonce);
+                }
             }
         }
         Ok(Some(t))
@@ -775,10 +801,13 @@ impl Protocol for Delta {
         if type_url::is_wildcard(t) && !state.wildcard {
             visible.retain(|r| state.subscribed.contains(&r.name));
         }
-        let changed: Vec<&Arc<Resource>> = visible
+        let (changed, unchanged): (Vec<&Arc<Resource>>, Vec<&Arc<Resource>>) = visible
             .iter()
-            .filter(|r| state.known.get(&r.name) != Some(&r.version))
-            .collect();
+            .partition(|r| state.known.get(&r.name) != Some(&r.version));
+        if type_url::carries_credentials(t) {
+            // Held already: named by a reconnected node, or sent and tracked until ACKed.
+            stream.registry.credentials.holds(stream.id, t, &unchanged);
+        }
         // Credentials are never removed: Envoy ignores the removal and keeps the old key, so
         // a revocation is always pushed as a value (see design.md, section 2).
         let mut removed: Vec<String> = if type_url::carries_credentials(t) {
@@ -804,6 +833,9 @@ impl Protocol for Delta {
             state.known.remove(name);
         }
         let nonce = stream.next_nonce();
+        if type_url::carries_credentials(t) && !changed.is_empty() {
+            (stream.registry.credentials).sent(stream.id, &nonce, t, &changed, false);
+        }
         debug!(
             node = %stream.node.id,
             xds_type = type_url::short(t),

@@ -138,7 +138,13 @@ fn every_family_has_help_and_type() {
         .set("credential/k", CredentialState::Present, None);
     let body = render(&state, SystemTime::now());
     for line in body.lines().filter(|l| !l.starts_with('#')) {
-        let family = line.split(['{', ' ']).next().unwrap();
+        let sample = line.split(['{', ' ']).next().unwrap();
+        // A histogram's samples carry a suffix after the family's name.
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .filter_map(|suffix| sample.strip_suffix(suffix))
+            .find(|base| body.contains(&format!("# TYPE {base} histogram")))
+            .unwrap_or(sample);
         assert!(
             body.contains(&format!("# TYPE {family} ")),
             "{family} has no TYPE"
@@ -188,6 +194,7 @@ fn the_alert_rules_parse_and_use_only_rendered_metrics() {
         "TesseraCredentialExpiringWhileRefreshFails",
         "TesseraXdsNacks",
         "TesseraGatewayWithoutNodes",
+        "TesseraXdsNodesStale",
     ] {
         assert!(alerts.contains(&wanted), "{wanted} missing: {alerts:?}");
     }

@@ -90,6 +90,7 @@ fn start(steps: &[Step], policy: RefreshPolicy, serving: Option<Served>) -> Run 
     };
     let (served, _) = watch::channel(serving);
     let supervisor = Supervisor {
+        refresh: Default::default(),
         outlet: Outlet::register(&recorder.sink(), "p"),
         policy,
         make,
