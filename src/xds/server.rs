@@ -670,20 +670,18 @@ impl Protocol for Sotw {
         let version = set_version(&visible);
         let newly_watched = visible.iter().any(|r| added.contains(&r.name));
         let carries_credentials = type_url::carries_credentials(t);
-        let credentials: Vec<&Arc<Resource>> = visible.iter().collect();
         if state.sent_version.as_deref() == Some(version.as_str()) && !newly_watched {
-            if carries_credentials {
+            if carries_credentials && state.sent_nonce.is_empty() {
                 // A reconnected node named this version: it holds these values.
-                stream
-                    .registry
-                    .credentials
-                    .holds(stream.id, t, &credentials);
+                let held: Vec<&Arc<Resource>> = visible.iter().collect();
+                stream.registry.credentials.holds(stream.id, t, &held);
             }
             return None;
         }
         let nonce = stream.next_nonce();
         if carries_credentials {
-            (stream.registry.credentials).sent(stream.id, &nonce, t, &credentials, true);
+            let carried: Vec<&Arc<Resource>> = visible.iter().collect();
+            (stream.registry.credentials).sent(stream.id, &nonce, t, &carried, true);
         }
         debug!(node = %stream.node.id, xds_type = type_url::short(t), version, resources = visible.len(), "sending SotW update");
         stream.record_sent(t, version.clone());
@@ -723,6 +721,8 @@ struct DeltaType {
     /// Whether this type needs no first answer: a new node's wildcard subscription is
     /// answered once, even with nothing, or Envoy never finishes initializing.
     answered: bool,
+    /// Whether the credentials a reconnected node named were recorded as held.
+    claims_recorded: bool,
 }
 
 impl Protocol for Delta {
@@ -804,9 +804,10 @@ impl Protocol for Delta {
         let (changed, unchanged): (Vec<&Arc<Resource>>, Vec<&Arc<Resource>>) = visible
             .iter()
             .partition(|r| state.known.get(&r.name) != Some(&r.version));
-        if type_url::carries_credentials(t) {
-            // Held already: named by a reconnected node, or sent and tracked until ACKed.
+        if type_url::carries_credentials(t) && !state.claims_recorded && !visible.is_empty() {
+            // Unchanged before anything was sent: a reconnected node named these versions.
             stream.registry.credentials.holds(stream.id, t, &unchanged);
+            state.claims_recorded = true;
         }
         // Credentials are never removed: Envoy ignores the removal and keeps the old key, so
         // a revocation is always pushed as a value (see design.md, section 2).
@@ -865,6 +866,8 @@ impl Protocol for Delta {
 
 #[cfg(test)]
 mod ads_fuzz;
+#[cfg(test)]
+mod credential_tests;
 #[cfg(test)]
 mod identity_tests;
 #[cfg(test)]

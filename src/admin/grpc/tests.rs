@@ -250,3 +250,29 @@ async fn a_failed_mint_is_an_error_with_its_reason() {
         err.message()
     );
 }
+
+async fn next(w: &mut NodeStream) -> Vec<pb::Node> {
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .expect("an answer")
+        .unwrap()
+        .unwrap()
+        .nodes
+}
+
+#[tokio::test]
+async fn watch_nodes_sends_the_list_then_every_change() {
+    let state = state();
+    let (admin, _rx) = service(&state);
+    let mut watch = admin
+        .watch_nodes(Request::new(pb::ListNodesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut watch).await.len(), 1);
+    state.registry.open("gw-2", "ai-gateway", true);
+    let nodes = next(&mut watch).await;
+    let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["gw-1", "gw-2"]);
+}
