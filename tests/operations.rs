@@ -430,3 +430,85 @@ fn status_without_a_running_tessera_is_a_connection_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }
+
+/// With the xDS port's mTLS, the admin API needs a client certificate from its client CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mtls_the_admin_api_needs_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = Pki::new(d, "xds");
+    let (cert, key) = pki.leaf(
+        d,
+        "tessera",
+        &["127.0.0.1", "localhost"],
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (client, client_key) = pki.leaf(
+        d,
+        "operator",
+        &["operator.example"],
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let other = Pki::new(d, "other");
+    let (stranger, stranger_key) = other.leaf(
+        d,
+        "stranger",
+        &["stranger.example"],
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let config = d.join("config.yaml");
+    std::fs::write(
+        &config,
+        openai_key_file_config(port(), "http://127.0.0.1:9"),
+    )
+    .unwrap();
+    std::fs::write(d.join("openai.key"), KEY_1).unwrap();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let t = Tessera::start(
+        &config,
+        &[
+            "--xds-tls-cert",
+            &path(&cert),
+            "--xds-tls-key",
+            &path(&key),
+            "--xds-client-ca",
+            &path(&pki.ca),
+        ],
+    )
+    .await;
+    let ca = path(&pki.ca);
+    let with = |cert: &std::path::Path, key: &std::path::Path| {
+        t.cli(&[
+            "status",
+            "credentials",
+            "--output",
+            "json",
+            "--tls-ca",
+            &ca,
+            "--tls-cert",
+            &path(cert),
+            "--tls-key",
+            &path(key),
+            "--tls-server-name",
+            "localhost",
+        ])
+    };
+    let ok = with(&client, &client_key);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(json(&ok)["credentials"][0]["policy"], "openai-key");
+    assert_no_secret("ListCredentials", &stdout(&ok), &[KEY_1]);
+    let refused = [
+        with(&stranger, &stranger_key),
+        t.cli(&["status", "--tls-ca", &ca, "--tls-server-name", "localhost"]),
+        t.cli(&["status"]),
+    ];
+    for out in refused {
+        assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+        assert!(out.stdout.is_empty());
+    }
+}
