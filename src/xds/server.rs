@@ -801,12 +801,17 @@ impl Protocol for Delta {
         if type_url::is_wildcard(t) && !state.wildcard {
             visible.retain(|r| state.subscribed.contains(&r.name));
         }
-        let (changed, unchanged): (Vec<&Arc<Resource>>, Vec<&Arc<Resource>>) = visible
+        let changed: Vec<&Arc<Resource>> = visible
             .iter()
-            .partition(|r| state.known.get(&r.name) != Some(&r.version));
+            .filter(|r| state.known.get(&r.name) != Some(&r.version))
+            .collect();
         if type_url::carries_credentials(t) && !state.claims_recorded && !visible.is_empty() {
             // Unchanged before anything was sent: a reconnected node named these versions.
-            stream.registry.credentials.holds(stream.id, t, &unchanged);
+            let named: Vec<&Arc<Resource>> = visible
+                .iter()
+                .filter(|r| state.known.get(&r.name) == Some(&r.version))
+                .collect();
+            stream.registry.credentials.holds(stream.id, t, &named);
             state.claims_recorded = true;
         }
         // Credentials are never removed: Envoy ignores the removal and keeps the old key, so

@@ -95,13 +95,6 @@ pub struct StreamStatus {
 }
 
 impl StreamStatus {
-    /// Whether any type is NACKed, or stale for longer than `after`.
-    pub fn unhealthy(&self, now: SystemTime, after: Duration) -> bool {
-        self.types
-            .values()
-            .any(|t| t.sync() == SyncState::Nacked || t.stale_for(now).is_some_and(|d| d > after))
-    }
-
     /// Whether any type has been stale for longer than `after`.
     pub fn stale(&self, now: SystemTime, after: Duration) -> bool {
         self.types
