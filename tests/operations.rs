@@ -164,6 +164,14 @@ async fn status_after_a_key_rotation(mode: Mode) {
         (key["nodesCurrent"].as_u64(), key["nodesTotal"].as_u64()),
         (Some(2), Some(2))
     );
+    // A key file is re-read: unchanged here, so nothing new is pushed.
+    let reread = t.cli(&["refresh", "openai-key"]);
+    assert_eq!(reread.status.code(), Some(0));
+    let reread = stdout(&reread);
+    assert!(
+        reread.contains(&format!("version {after} (value unchanged), ACKed by 2/2")),
+        "{reread}"
+    );
     let creds_table = stdout(&t.cli(&["status", "credentials"]));
     assert!(
         creds_table.contains("openai-key") && creds_table.contains("2/2"),
@@ -201,6 +209,7 @@ async fn status_after_a_key_rotation(mode: Mode) {
     assert_no_secret("status", &table, &secrets);
     assert_no_secret("status --output json", &stdout(&out), &secrets);
     assert_no_secret("status credentials", &creds_table, &secrets);
+    assert_no_secret("refresh", &reread, &secrets);
     assert_no_secret("ListCredentials", &stdout(&creds), &secrets);
     assert_no_secret("/metrics", &body, &secrets);
 }
@@ -241,6 +250,7 @@ async fn a_nack_shows_as_nacked_with_envoys_message(mode: Mode) {
     assert_eq!(out.status.code(), Some(1), "a NACK is unhealthy");
     let lds = json(&out)["nodes"][0]["types"]["lds"].clone();
     let message = lds["lastNack"].as_str().unwrap();
+    println!("Envoy's NACK as `tessera status` shows it: {message}");
     assert!(
         message.contains(&taken_port.to_string()),
         "Envoy's message: {message}"
