@@ -115,7 +115,6 @@ impl Engine {
             .map(|(policy, r)| (*policy, r))
             .collect();
         let updates = pushed.len();
-        let tracker = &self.state.registry.credentials;
         for (policy, r) in &pushed {
             let state = publications
                 .iter()
@@ -129,6 +128,8 @@ impl Engine {
             .collect();
         let resources = resources.into_iter().map(|(_, r)| r);
         self.state.cache.publish_with(gateways, resources, complete);
+        // The tracker follows the cache: what it forgot, and what is new in it.
+        let tracker = &self.state.registry.credentials;
         let served = self.state.cache.state();
         tracker.retain(|name| served.credentials.contains_key(name));
         for (name, policy, version) in &pushed {

@@ -161,9 +161,7 @@ impl Minters {
             );
         }
     }
-}
 
-impl Minters {
     /// Has policy `name`'s credential minted now; false when no task mints it.
     pub fn refresh_now(&self, name: &str) -> bool {
         match self.tasks.get(name) {
