@@ -61,8 +61,15 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, CliError> {
     })
 }
 
-/// A client of the admin API at `conn`.
-pub async fn connect(conn: &Connection) -> Result<AdminClient<Channel>, CliError> {
+/// How long an answer may take, beyond any wait the request asks for (a refresh mints within
+/// 20 s or fails).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client of the admin API at `conn` whose calls fail after `timeout`.
+pub async fn connect(
+    conn: &Connection,
+    timeout: Duration,
+) -> Result<AdminClient<Channel>, CliError> {
     let scheme = if conn.tls.is_some() { "https" } else { "http" };
     let url = if conn.address.contains("://") {
         conn.address.clone()
@@ -75,7 +82,8 @@ pub async fn connect(conn: &Connection) -> Result<AdminClient<Channel>, CliError
     };
     let mut endpoint = Endpoint::from_shared(url)
         .map_err(|e| failed(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5));
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(timeout);
     if let Some(tls) = &conn.tls {
         let mut config =
             ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&tls.ca)?));
@@ -338,7 +346,7 @@ pub async fn status(
     output: Output,
     stale_after: Duration,
 ) -> Result<(String, u8), CliError> {
-    let mut client = connect(conn).await?;
+    let mut client = connect(conn, ANSWER_TIMEOUT).await?;
     if credentials {
         let list = client
             .list_credentials(pb::ListCredentialsRequest {})
@@ -371,7 +379,7 @@ pub async fn refresh(
     wait_acks: Option<Duration>,
     output: Output,
 ) -> Result<(String, u8), CliError> {
-    let mut client = connect(conn).await?;
+    let mut client = connect(conn, ANSWER_TIMEOUT + wait_acks.unwrap_or_default()).await?;
     let answer = client
         .refresh_credential(pb::RefreshCredentialRequest {
             policy: policy.to_owned(),
