@@ -6,6 +6,7 @@ pub mod admin;
 pub mod api;
 pub mod app;
 pub mod bootstrap;
+pub mod cli;
 pub mod credentials;
 pub mod model;
 pub mod source;

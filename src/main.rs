@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tessera::app::{ServeOptions, XdsTls};
 use tessera::bootstrap::{BootstrapOptions, ClientCert, XdsClientTls};
+use tessera::cli::status;
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +36,10 @@ enum Command {
         /// Serves /healthz, /readyz, /status and /metrics.
         #[arg(long, default_value = "127.0.0.1:18001")]
         admin_address: SocketAddr,
+        /// Serves the admin gRPC API (`tessera status`, `tessera refresh`): loopback only,
+        /// unless the xDS port has mTLS (then callers need a client certificate from its CA).
+        #[arg(long, default_value = "127.0.0.1:18002")]
+        admin_grpc_address: SocketAddr,
         /// Server certificate (PEM) for ADS over TLS (mTLS with --xds-client-ca).
         #[arg(long, requires = "xds_tls_key")]
         xds_tls_cert: Option<PathBuf>,
@@ -115,6 +120,29 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions of Tessera's kinds (Kubernetes mode).
     Crds,
+    /// Show every connected Envoy's xDS status (or, with `credentials`, every credential's
+    /// state). Exit 0 when all are synced, 1 when a node is NACKed or stale past
+    /// --stale-after (a credential failed or revoked), 2 on a usage or connection error.
+    Status {
+        #[arg(value_enum, default_value = "nodes")]
+        what: StatusOf,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// A node whose update stays unanswered longer than this is unhealthy.
+        #[arg(long, default_value = "60s", value_parser = parse_interval)]
+        stale_after: Duration,
+    },
+    /// Mint a short-lived credential now (AWS web identity, Azure), or re-read a key file;
+    /// returns once the result is pushed, with how many nodes ACKed it so far.
+    Refresh {
+        /// The BackendSecurityPolicy whose credential to refresh.
+        policy: String,
+        /// Also wait up to this long for every node to ACK the new version (exit 1 if not).
+        #[arg(long, value_parser = parse_interval)]
+        wait_acks: Option<Duration>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Print an Envoy bootstrap that gets everything else from Tessera over ADS.
     Bootstrap {
         #[arg(long)]
@@ -147,6 +175,82 @@ enum Command {
         #[arg(long)]
         xds_token_file: Option<PathBuf>,
     },
+}
+
+/// What `tessera status` shows.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StatusOf {
+    Nodes,
+    Credentials,
+}
+
+/// How to reach the admin gRPC API (`status`, `refresh`).
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin gRPC API (`tessera serve --admin-grpc-address`).
+    #[arg(long, default_value = "127.0.0.1:18002")]
+    admin_grpc: String,
+    /// CA that Tessera's certificate chains to: connect with TLS (the xDS port's certificate).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) from the xDS client CA, for mTLS.
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Name Tessera's certificate must carry.
+    #[arg(long, requires = "tls_ca")]
+    tls_server_name: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    output: OutputArg,
+}
+
+impl AdminArgs {
+    fn connection(&self) -> status::Connection {
+        status::Connection {
+            address: self.admin_grpc.clone(),
+            tls: self.tls_ca.clone().map(|ca| status::ClientTls {
+                ca,
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+                server_name: self.tls_server_name.clone(),
+            }),
+        }
+    }
+
+    fn output(&self) -> status::Output {
+        match self.output {
+            OutputArg::Table => status::Output::Table,
+            OutputArg::Json => status::Output::Json,
+        }
+    }
+}
+
+/// How `status` and `refresh` print.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OutputArg {
+    Table,
+    Json,
+}
+
+/// Runs a client command; its errors are exit status 2 (usage or connection).
+fn client_command(
+    run: impl Future<Output = Result<(String, u8), status::CliError>>,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    match runtime.block_on(run) {
+        Ok((text, code)) => {
+            print!("{text}");
+            Ok(ExitCode::from(code))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(status::USAGE))
+        }
+    }
 }
 
 /// Limits of the xDS port (`serve`); see README, "Limits of the xDS port".
@@ -205,6 +309,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             xds_address,
             admin_address,
+            admin_grpc_address,
             xds_tls_cert,
             xds_tls_key,
             xds_client_ca,
@@ -252,6 +357,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 kubernetes,
                 xds_address,
                 admin_address,
+                admin_grpc_address,
                 tls,
                 insecure_xds,
                 xds_token_auth,
@@ -295,6 +401,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             translate(&loaded.model, node_cluster.as_deref(), format)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Status {
+            what,
+            admin,
+            stale_after,
+        } => {
+            let conn = admin.connection();
+            let credentials = matches!(what, StatusOf::Credentials);
+            client_command(status::status(
+                &conn,
+                credentials,
+                admin.output(),
+                stale_after,
+            ))
+        }
+        Command::Refresh {
+            policy,
+            wait_acks,
+            admin,
+        } => {
+            let conn = admin.connection();
+            client_command(status::refresh(&conn, &policy, wait_acks, admin.output()))
         }
         Command::Crds => {
             print!("{}", tessera::api::crds_yaml()?);

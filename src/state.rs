@@ -2,12 +2,15 @@
 //! `admin` depends on it alone and `app` → `admin` stays a one-way edge.
 
 use crate::credentials::StatusBoard;
+use crate::credentials::reader::ReadDone;
 use crate::xds::{Cache, Registry};
 use dashmap::DashMap;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, RwLock};
+use tokio::sync::{oneshot, watch};
 
 /// Outcome of the last configuration load, for the admin API.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -65,4 +68,83 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Whether xDS clients must prove an identity (mTLS); shown on `/status`.
     pub xds_client_auth: AtomicBool,
+    /// Every credential of the applied configuration, by the name its task publishes under
+    /// (a policy, or a gateway's client keys).
+    pub credentials: RwLock<BTreeMap<String, CredentialInfo>>,
+    /// Publications of each credential's task, counted, for callers waiting for the next one.
+    pub publications: Publications,
+}
+
+/// What kind of credential a policy holds and the resource it is served as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialInfo {
+    /// The SDS secret or ECDS config name.
+    pub resource: String,
+    /// `api_key`, `aws_keys`, `aws_web_identity`, `azure` or `client_keys`.
+    pub kind: &'static str,
+}
+
+/// Counts every publication of every credential task (a value, a failure, a revocation).
+#[derive(Debug)]
+pub struct Publications {
+    counts: dashmap::DashMap<String, u64>,
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Publications {
+    fn default() -> Self {
+        Self {
+            counts: DashMap::new(),
+            changes: watch::channel(0).0,
+        }
+    }
+}
+
+impl Publications {
+    /// Counts one publication for `name`.
+    pub fn count(&self, name: &str) {
+        *self.counts.entry(name.to_owned()).or_default() += 1;
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Publications for `name` so far.
+    pub fn get(&self, name: &str) -> u64 {
+        self.counts.get(name).map_or(0, |n| *n)
+    }
+
+    /// A receiver that wakes on every publication.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
+
+/// The admin API asking the applier to refresh one credential now.
+#[derive(Debug)]
+pub struct RefreshRequest {
+    /// The name the credential's task publishes under (a policy name).
+    pub name: String,
+    pub reply: oneshot::Sender<RefreshStarted>,
+}
+
+/// What a refresh request set off.
+pub enum RefreshStarted {
+    /// No credential of the configuration has that name.
+    NotFound,
+    /// A short-lived credential is being minted; its task publishes the outcome.
+    Minting,
+    /// A key file is being re-read.
+    Rereading(ReadDone),
+    /// The value comes with the configuration (a Secret document): nothing to re-read.
+    WithConfiguration,
+}
+
+impl std::fmt::Debug for RefreshStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NotFound => "NotFound",
+            Self::Minting => "Minting",
+            Self::Rereading(_) => "Rereading",
+            Self::WithConfiguration => "WithConfiguration",
+        })
+    }
 }

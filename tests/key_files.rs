@@ -46,6 +46,8 @@ impl Unprivileged {
             .arg(format!("127.0.0.1:{xds_port}"))
             .arg("--admin-address")
             .arg(format!("127.0.0.1:{admin_port}"))
+            .arg("--admin-grpc-address")
+            .arg(format!("127.0.0.1:{}", port()))
             .env("TESSERA_LOG", "info,tessera=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -4,10 +4,11 @@
 
 use crate::credentials::CredentialState;
 use crate::state::AppState;
+use crate::xds::status::credentials::{BUCKETS, SHARES};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The `gateway` label of streams whose node cluster names no configured gateway.
 pub const UNKNOWN_GATEWAY: &str = "_unknown";
@@ -173,6 +174,65 @@ fn xds(state: &AppState, out: &mut String) {
     );
     for ((gateway, mode), n) in nodes {
         f.sample(&[("gateway", gateway), ("mode", mode)], n);
+    }
+    stale_nodes(state, &served, out);
+    propagation(state, out);
+}
+
+/// How long a node may leave an update unanswered before `tessera_xds_stale_nodes` counts it
+/// (the default of `tessera status --stale-after`).
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// Nodes with an update unanswered for longer than [`STALE_AFTER`], per gateway; the same rule
+/// as `tessera status`.
+fn stale_nodes(state: &AppState, served: &crate::xds::State, out: &mut String) {
+    let now = SystemTime::now();
+    let mut stale: BTreeMap<&str, u64> = served.gateways.keys().map(|g| (g.as_str(), 0)).collect();
+    for s in state.registry.streams.iter() {
+        if s.stale(now, STALE_AFTER) {
+            let gateway = match served.gateways.get_key_value(&s.node_cluster) {
+                Some((name, _)) => name.as_str(),
+                None => UNKNOWN_GATEWAY,
+            };
+            *stale.entry(gateway).or_default() += 1;
+        }
+    }
+    let mut f = Family::new(
+        out,
+        "tessera_xds_stale_nodes",
+        "gauge",
+        "Connected nodes that left an update unanswered for more than a minute, by gateway.",
+    );
+    for (gateway, n) in stale {
+        f.sample(&[("gateway", gateway)], n);
+    }
+}
+
+/// `tessera_credential_propagation_seconds{percent}`: from a rotation's push until that share
+/// of the nodes it was sent to ACKed it.
+fn propagation(state: &AppState, out: &mut String) {
+    let histograms = state.registry.credentials.propagation();
+    let name = "tessera_credential_propagation_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Seconds from a credential rotation's push until percent% of the nodes that need it ACKed it.\n# TYPE {name} histogram"
+    );
+    for (share, h) in SHARES.iter().zip(&histograms) {
+        let mut cumulative = 0;
+        for (bound, n) in BUCKETS.iter().zip(&h.counts) {
+            cumulative += n;
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{percent=\"{share}\",le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{percent=\"{share}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(out, "{name}_sum{{percent=\"{share}\"}} {}", h.sum);
+        let _ = writeln!(out, "{name}_count{{percent=\"{share}\"}} {}", h.count);
     }
 }
 

@@ -4,6 +4,7 @@
 //! connected node, its cluster and identity: a map for an attacker, so it is served only to a
 //! bearer of the `--admin-token-file` token, or, without one, only on a loopback admin address.
 
+pub mod grpc;
 mod metrics;
 
 use crate::state::AppState;

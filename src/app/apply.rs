@@ -3,7 +3,7 @@
 
 use super::engine::Engine;
 use crate::source::{ConfigErrors, Snapshot, SourceInfo, Update};
-use crate::state::{ConfigStatus, ObjectProblem};
+use crate::state::{ConfigStatus, ObjectProblem, RefreshRequest};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,12 +28,14 @@ impl Applier {
         }
     }
 
-    /// Applies updates and re-reads keys until the sources stop. Key re-reads go first: a
-    /// credential change never waits behind a configuration.
+    /// Applies updates, re-reads keys and refreshes credentials on request until the sources
+    /// stop. Key re-reads and refreshes go first: a credential change never waits behind a
+    /// configuration.
     pub async fn run(
         mut self,
         mut updates: mpsc::Receiver<Update>,
         mut rereads: mpsc::UnboundedReceiver<Vec<PathBuf>>,
+        mut refreshes: mpsc::Receiver<RefreshRequest>,
     ) {
         loop {
             tokio::select! {
@@ -42,6 +44,11 @@ impl Applier {
                     Some(paths) => self.reread(&paths),
                     None => return,
                 },
+                // Without an admin API the channel closes and this branch is disabled.
+                Some(request) = refreshes.recv() => {
+                    // The caller may have given up: nothing to tell it then.
+                    let _ = request.reply.send(self.engine.refresh(&request.name));
+                }
                 update = updates.recv() => match update {
                     Some(update) => self.apply(update),
                     None => return,

@@ -6,7 +6,8 @@
 
 use super::AppState;
 use crate::credentials::{Closed, Minters, Publication, Publish, StaticKeys, Ticket};
-use crate::model::Model;
+use crate::model::{AwsSource, Model, PolicyKind};
+use crate::state::{CredentialInfo, RefreshStarted};
 use crate::translate::{CredentialForm, credential, names, translate};
 use crate::xds::resource::VersionKey;
 use crate::xds::{GatewayConfig, Resource};
@@ -114,15 +115,40 @@ impl Engine {
             .map(|(policy, r)| (*policy, r))
             .collect();
         let updates = pushed.len();
-        for (policy, r) in pushed {
+        for (policy, r) in &pushed {
             let state = publications
                 .iter()
-                .find(|(name, _)| name == policy)
+                .find(|(name, _)| name == *policy)
                 .map(|(_, p)| p.state().0.name());
             info!(credential = %policy, state, version = %r.version, resources = 1, "credential pushed");
         }
+        let pushed: Vec<(String, String, String)> = pushed
+            .into_iter()
+            .map(|(policy, r)| (r.name.clone(), policy.clone(), r.version.clone()))
+            .collect();
         let resources = resources.into_iter().map(|(_, r)| r);
         self.state.cache.publish_with(gateways, resources, complete);
+        // The tracker follows the cache: what it forgot, and what is new in it.
+        let tracker = &self.state.registry.credentials;
+        let served = self.state.cache.state();
+        tracker.retain(|name| served.credentials.contains_key(name));
+        for (name, policy, version) in &pushed {
+            tracker.published(name, policy, version);
+        }
+        let info = inner
+            .forms
+            .keys()
+            .map(|name| {
+                let info = CredentialInfo {
+                    resource: names::credential(name),
+                    kind: kind(model, name),
+                };
+                (name.clone(), info)
+            })
+            .collect();
+        if let Ok(mut credentials) = self.state.credentials.write() {
+            *credentials = info;
+        }
         self.state
             .metrics
             .credential_updates
@@ -152,6 +178,18 @@ impl Engine {
         }
     }
 
+    /// Has the credential published as `name` (a policy) minted or re-read now.
+    pub fn refresh(&self, name: &str) -> RefreshStarted {
+        if self.minters.refresh_now(name) {
+            return RefreshStarted::Minting;
+        }
+        match self.keys.reread_now(name) {
+            Some(Some(read)) => RefreshStarted::Rereading(read),
+            Some(None) => RefreshStarted::WithConfiguration,
+            None => RefreshStarted::NotFound,
+        }
+    }
+
     /// Files holding credentials, to watch.
     pub fn key_files(&self) -> Vec<PathBuf> {
         self.keys.files().map(Path::to_path_buf).collect()
@@ -166,6 +204,19 @@ impl Engine {
     /// credentials never wait behind the configuration debounce.
     pub fn reread_key(&mut self, path: &Path) {
         self.keys.reread(path);
+    }
+}
+
+/// The kind of credential published as `name`, for the admin API.
+fn kind(model: &Model, name: &str) -> &'static str {
+    match model.policies.get(name).map(|p| &p.kind) {
+        Some(PolicyKind::ApiKey(_)) => "api_key",
+        Some(PolicyKind::Aws(aws)) if matches!(aws.source, AwsSource::WebIdentity(_)) => {
+            "aws_web_identity"
+        }
+        Some(PolicyKind::Aws(_)) => "aws_keys",
+        Some(PolicyKind::Azure(_)) => "azure",
+        None => "client_keys",
     }
 }
 
@@ -252,7 +303,9 @@ impl Publish for Publisher {
         }
         if let Some(resource) = inner.resource(&self.key, name, &publication) {
             let version = resource.version.clone();
+            let resource_name = resource.name.clone();
             if self.state.cache.set_credentials([resource]) {
+                (self.state.registry.credentials).published(&resource_name, name, &version);
                 self.state
                     .metrics
                     .credential_updates
@@ -265,6 +318,7 @@ impl Publish for Publisher {
         self.state
             .board
             .set(&names::credential(name), state, expires);
+        self.state.publications.count(name);
     }
 }
 

@@ -12,7 +12,9 @@
 //! | applier (`apply`) | [`Update`]s, key files to re-read | the cache, the credential board, `/status`, the key files in use; starts and stops the engine's credential refresh tasks (one per minted credential) |
 //! | xDS server | the cache | ADS to Envoy (one task per stream) |
 //! | admin API | the cache, the stream registry, the status | `/healthz`, `/readyz`, `/status`, `/metrics` |
+//! | admin gRPC API (`admin::grpc`) | the stream registry, the credential tracker and board | `tessera.admin.v1.Admin`; refresh requests to the applier |
 
+use crate::admin::grpc::{AdminServer, AdminService};
 use crate::source::file::FileSource;
 use crate::source::key_files::KeyFileWatcher;
 use crate::source::kubernetes::{KubeSource, lease, status};
@@ -54,6 +56,8 @@ pub struct ServeOptions {
     pub kubernetes: Option<crate::source::kubernetes::KubeOptions>,
     pub xds_address: SocketAddr,
     pub admin_address: SocketAddr,
+    /// `--admin-grpc-address`: the admin gRPC API (loopback, or mTLS like xDS).
+    pub admin_grpc_address: SocketAddr,
     pub tls: Option<XdsTls>,
     pub insecure_xds: bool,
     /// `--xds-token-auth` (Kubernetes mode): every xDS stream must carry a ServiceAccount
@@ -104,6 +108,15 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         }
         warn!(address = %opts.xds_address, "serving xDS WITHOUT TLS on a non-loopback address (--insecure-xds): anyone who can reach it can read provider keys");
     }
+    let admin_mtls = opts.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    if !admin_mtls && !opts.admin_grpc_address.ip().is_loopback() {
+        bail!(
+            "refusing to serve the admin gRPC API on non-loopback {} without mTLS: it maps the fleet and \
+             triggers credential refreshes. Use a loopback --admin-grpc-address, or give --xds-tls-cert, \
+             --xds-tls-key and --xds-client-ca (the admin API then needs a client certificate from that CA)",
+            opts.admin_grpc_address
+        );
+    }
     if opts.tls.is_none() {
         warn!(
             address = %opts.xds_address,
@@ -125,6 +138,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let (updates_tx, updates) = mpsc::channel::<Update>(16);
     let (key_files_tx, key_files) = watch::channel(Vec::new());
     let (rereads_tx, rereads) = mpsc::unbounded_channel();
+    let (refresh_tx, refreshes) = mpsc::channel(8);
     let mut applier = Applier::new(Engine::new(state.clone(), http, version_key), key_files_tx);
     let mut tasks = Tasks::default();
     // The client TokenReviews go through, with --xds-token-auth.
@@ -187,9 +201,16 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let key_watcher = KeyFileWatcher::new(opts.key_reread_interval)
         .context("cannot start the key-file watcher")?;
     tasks.spawn("key-file watcher", key_watcher.run(key_files, rereads_tx));
-    tasks.spawn("applier", applier.run(updates, rereads));
+    tasks.spawn("applier", applier.run(updates, rereads, refreshes));
     // The xDS server borrows the options, so it runs in the select below, not as a task.
     let (xds, tls) = xds_server(&opts, state.clone(), token_review).await?;
+    let admin_grpc = admin_grpc_server(
+        opts.admin_grpc_address,
+        AdminService::new(state.clone(), refresh_tx, admin_mtls),
+        tls.clone().filter(|_| admin_mtls),
+    )
+    .await?;
+    tasks.spawn_fallible("admin gRPC API", admin_grpc);
     if let Some(tls) = tls {
         tasks.spawn(
             "xDS TLS file watcher",
@@ -350,6 +371,27 @@ async fn xds_server(
             .context("xDS server failed")
     };
     Ok((server, tls))
+}
+
+/// The admin gRPC server future, bound to `address`; over `tls` (the xDS port's, with client
+/// certificates) when given.
+async fn admin_grpc_server(
+    address: SocketAddr,
+    service: AdminService,
+    tls: Option<Arc<ReloadingTls>>,
+) -> anyhow::Result<impl Future<Output = anyhow::Result<()>> + Send + 'static> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot bind the admin gRPC address {address}"))?;
+    info!(%address, mtls = tls.is_some(), "admin gRPC API listening");
+    let incoming = transport::incoming(listener, tls);
+    let router = Server::builder().add_service(AdminServer::new(service));
+    Ok(async move {
+        router
+            .serve_with_incoming(incoming)
+            .await
+            .context("admin gRPC server failed")
+    })
 }
 
 /// SIGINT or SIGTERM (what Kubernetes and systemd send).

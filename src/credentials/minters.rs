@@ -8,7 +8,7 @@ use super::{Outlet, Publish};
 use crate::model::{AwsSource, Model, PolicyKind, RefreshPolicy};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -23,6 +23,7 @@ struct Task {
     spec: PolicyKind,
     outlet: Outlet,
     served: watch::Receiver<Option<Served>>,
+    refresh: Arc<Notify>,
     handle: JoinHandle<()>,
 }
 
@@ -122,6 +123,7 @@ impl Minters {
         } in plan.start
         {
             let (tx, rx) = watch::channel(served);
+            let refresh = Arc::new(Notify::new());
             let http = self.http.clone();
             let task_outlet = outlet.clone();
             let handle = match &spec {
@@ -138,12 +140,12 @@ impl Minters {
                             http.clone(),
                         ))
                     };
-                    spawn(outlet, aws.refresh, make, tx)
+                    spawn(outlet, aws.refresh, make, tx, refresh.clone())
                 }
                 PolicyKind::Azure(azure) => {
                     let spec = (**azure).clone();
                     let make = move || AzureMinter::new(spec.clone(), http.clone());
-                    spawn(outlet, azure.refresh, make, tx)
+                    spawn(outlet, azure.refresh, make, tx, refresh.clone())
                 }
                 PolicyKind::ApiKey(_) => continue,
             };
@@ -153,9 +155,21 @@ impl Minters {
                     spec,
                     outlet: task_outlet,
                     served: rx,
+                    refresh,
                     handle,
                 },
             );
+        }
+    }
+
+    /// Has policy `name`'s credential minted now; false when no task mints it.
+    pub fn refresh_now(&self, name: &str) -> bool {
+        match self.tasks.get(name) {
+            Some(task) => {
+                task.refresh.notify_one();
+                true
+            }
+            None => false,
         }
     }
 }
@@ -173,6 +187,7 @@ fn spawn<F, M>(
     policy: RefreshPolicy,
     make: F,
     served: watch::Sender<Option<Served>>,
+    refresh: Arc<Notify>,
 ) -> JoinHandle<()>
 where
     F: FnMut() -> Result<M, MintError> + Send + 'static,
@@ -184,6 +199,7 @@ where
             policy,
             make,
             served,
+            refresh,
         }
         .run(),
     )

@@ -213,6 +213,20 @@ impl StaticKeys {
         self.entries.values().filter_map(|e| e.source.file())
     }
 
+    /// Has credential `name`'s file re-read now. `None` when `name` is no long-lived
+    /// credential; `Some(None)` when it has no file to re-read (a Secret document, whose value
+    /// comes with the configuration).
+    pub fn reread_now(&self, name: &str) -> Option<Option<ReadDone>> {
+        let entry = self.entries.get(name)?;
+        let Reader::Running { wake, .. } = &entry.reader else {
+            return Some(None);
+        };
+        let mut read = entry.state.clone();
+        read.mark_unchanged();
+        wake.notify_one();
+        Some(Some(ReadDone(read)))
+    }
+
     /// Tells the readers of `path` to re-read it; they publish what changed at once.
     pub fn reread(&self, path: &Path) {
         for entry in self.entries.values() {
@@ -222,6 +236,17 @@ impl StaticKeys {
                 wake.notify_one();
             }
         }
+    }
+}
+
+/// The re-read [`StaticKeys::reread_now`] asked for.
+pub struct ReadDone(watch::Receiver<KeyState>);
+
+impl ReadDone {
+    /// Returns once the file was read again (and what changed published).
+    pub async fn wait(mut self) {
+        // An error means the reader stopped (the credential left the configuration).
+        let _ = self.0.changed().await;
     }
 }
 

@@ -9,8 +9,9 @@ use super::Material;
 use super::static_key::ReadError;
 use crate::model::RefreshPolicy;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 /// A freshly minted credential.
@@ -118,11 +119,13 @@ pub enum Report {
     },
 }
 
-/// Mints, reports and waits, until the supervisor stops listening.
+/// Mints, reports and waits, until the supervisor stops listening; `now` cuts a wait short
+/// (an operator asked for a new credential, e.g. after a suspected leak).
 pub async fn refresh_loop<M: Minter>(
     mut minter: M,
     policy: RefreshPolicy,
     reports: mpsc::Sender<Report>,
+    now: Arc<Notify>,
 ) {
     let mut failures = 0u32;
     loop {
@@ -170,7 +173,10 @@ pub async fn refresh_loop<M: Minter>(
         if reports.send(report).await.is_err() {
             return;
         }
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = now.notified() => {}
+        }
     }
 }
 

@@ -9,8 +9,9 @@ use super::rotator::{MintError, Minter, Report, backoff, expiry_margin, refresh_
 use super::{Closed, Outlet, Publication};
 use crate::model::RefreshPolicy;
 use crate::untrusted::bounded_text;
+use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
@@ -35,6 +36,8 @@ pub struct Supervisor<F> {
     /// What is served now, kept up to date for a successor (a replaced supervisor's
     /// credential stays in use until the successor's first mint, or its expiry).
     pub served: watch::Sender<Option<Served>>,
+    /// Notified to mint now instead of at the scheduled time.
+    pub refresh: Arc<Notify>,
 }
 
 impl<F, M> Supervisor<F>
@@ -52,7 +55,7 @@ where
                     let (tx, mut rx) = mpsc::channel(4);
                     // Dropping the set (this supervisor aborted) aborts the loop too.
                     let mut tasks = JoinSet::new();
-                    tasks.spawn(refresh_loop(minter, self.policy, tx));
+                    tasks.spawn(refresh_loop(minter, self.policy, tx, self.refresh.clone()));
                     loop {
                         tokio::select! {
                             biased;

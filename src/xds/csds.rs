@@ -8,7 +8,7 @@
 //! without it, only when the xDS port listens on loopback.
 
 use super::identity::{Authenticated, Authenticator, allows};
-use super::status::{Registry, StreamStatus, TypeStatus};
+use super::status::{Registry, StreamStatus, SyncState, TypeStatus};
 use super::{Cache, type_url};
 use envoy_types::pb::envoy::admin::v3::{ClientResourceStatus, UpdateFailureState};
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -187,33 +187,25 @@ fn generic(short: &str, status: &TypeStatus) -> Option<GenericXdsConfig> {
     let url = type_url::ALL
         .into_iter()
         .find(|t| type_url::short(t) == short)?;
-    let (config, client, error_state) = if status.sent.is_empty() {
-        if status.acked.is_empty() {
-            (ConfigStatus::NotSent, ClientResourceStatus::Requested, None)
-        } else {
-            // A reconnecting node named a version that is still current: nothing was resent.
-            (ConfigStatus::Synced, ClientResourceStatus::Acked, None)
+    let acked = !status.acked.is_empty();
+    let (config, client, error_state) = match status.sync() {
+        SyncState::NotSent => (ConfigStatus::NotSent, ClientResourceStatus::Requested, None),
+        // A reconnecting node named a version that is still current: nothing was resent.
+        SyncState::Synced => (ConfigStatus::Synced, ClientResourceStatus::Acked, None),
+        SyncState::Nacked => {
+            let failure = UpdateFailureState {
+                details: status.last_nack.clone().unwrap_or_default(),
+                version_info: status.sent.clone(),
+                ..UpdateFailureState::default()
+            };
+            (
+                ConfigStatus::Error,
+                ClientResourceStatus::Nacked,
+                Some(failure),
+            )
         }
-    } else if status.acked == status.sent {
-        (ConfigStatus::Synced, ClientResourceStatus::Acked, None)
-    } else if status.nacked == status.sent {
-        let failure = UpdateFailureState {
-            details: status.last_nack.clone().unwrap_or_default(),
-            version_info: status.sent.clone(),
-            ..UpdateFailureState::default()
-        };
-        (
-            ConfigStatus::Error,
-            ClientResourceStatus::Nacked,
-            Some(failure),
-        )
-    } else {
-        let client = if status.acked.is_empty() {
-            ClientResourceStatus::Requested
-        } else {
-            ClientResourceStatus::Acked
-        };
-        (ConfigStatus::Stale, client, None)
+        SyncState::Stale if acked => (ConfigStatus::Stale, ClientResourceStatus::Acked, None),
+        SyncState::Stale => (ConfigStatus::Stale, ClientResourceStatus::Requested, None),
     };
     Some(GenericXdsConfig {
         type_url: url.to_owned(),

@@ -83,6 +83,11 @@ impl Resource {
         )
     }
 
+    /// A resource with a version chosen by the caller (tests, and versions from elsewhere).
+    pub fn from_parts(name: impl Into<String>, version: impl Into<String>, any: Any) -> Arc<Self> {
+        Self::assemble(name.into(), version.into(), any)
+    }
+
     /// Encodes the response entries once, for every stream that will send this resource.
     fn assemble(name: String, version: String, any: Any) -> Arc<Self> {
         // Field 2 is `resources` in both DiscoveryResponse and DeltaDiscoveryResponse.

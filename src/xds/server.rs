@@ -423,8 +423,10 @@ impl StreamState {
     }
 
     fn record_sent(&self, t: &str, sent: String) {
+        let at = super::status::unix_ms(std::time::SystemTime::now());
         self.registry.update(self.id, type_url::short(t), |s| {
             s.sent = sent;
+            s.sent_unix_ms = at;
             s.responses += 1;
         });
         self.registry
@@ -673,10 +675,12 @@ impl Protocol for Sotw {
             // it newly watches is answered now all the same (see `added`).
             return Ok((!state.added.is_empty()).then_some(t));
         }
+        let credentials = &stream.registry.credentials;
         match req.error_detail {
             Some(detail) => {
                 let version = state.sent_version.clone().unwrap_or_default();
                 stream.record_nack(t, &version, &detail.message);
+                credentials.nacked(stream.id, &req.response_nonce);
                 if state.sent_partial && !state.whole_sets {
                     // Envoy's unified xDS mux refuses a SotW answer that leaves out a
                     // subscribed secret; Envoy's default mux keeps what was left out.
@@ -689,7 +693,10 @@ impl Protocol for Sotw {
                     );
                 }
             }
-            None => stream.record_acked(t, &req.version_info),
+            None => {
+                stream.record_acked(t, &req.version_info);
+                credentials.acked(stream.id, &req.response_nonce);
+            }
         }
         // Changes are pushed as they happen, not held for ACKs: an ACK or NACK alone needs an
         // answer only when the names changed or a partial update was refused.
@@ -739,11 +746,16 @@ impl Protocol for Sotw {
             && !newly_watched
             && !state.resend
         {
+            if credentials && state.sent_nonce.is_empty() {
+                // A reconnected node named this version: it holds these values.
+                let held: Vec<&Arc<Resource>> = visible.iter().collect();
+                stream.registry.credentials.holds(stream.id, t, &held);
+            }
             return None;
         }
         state.resend = false;
         state.sent_partial = false;
-        Some(Self::respond(stream, state, t, version, &visible))
+        Some(Self::respond(stream, state, t, version, &visible, true))
     }
 }
 
@@ -774,17 +786,30 @@ impl Sotw {
         }
         state.sent_key = key;
         state.sent_partial = resources.len() < state.sent.len();
-        Some(Self::respond(stream, state, t, version_of(key), &resources))
+        Some(Self::respond(
+            stream,
+            state,
+            t,
+            version_of(key),
+            &resources,
+            false,
+        ))
     }
 
+    /// Sends `resources` at `version`; `whole` when they are every resource the node gets.
     fn respond(
         stream: &mut StreamState,
         state: &mut SotwType,
         t: &'static str,
         version: String,
         resources: &[Arc<Resource>],
+        whole: bool,
     ) -> Encoded {
         let nonce = stream.next_nonce();
+        if type_url::carries_credentials(t) {
+            let carried: Vec<&Arc<Resource>> = resources.iter().collect();
+            (stream.registry.credentials).sent(stream.id, &nonce, t, &carried, whole);
+        }
         debug!(node = %stream.node.id, xds_type = type_url::short(t), version, resources = resources.len(), "sending SotW update");
         stream.record_sent(t, version.clone());
         let response = Encoded::sotw(&version, t, &nonce, resources);
@@ -833,6 +858,8 @@ struct DeltaType {
     answered: bool,
     /// Set once the type's first request was taken in.
     started: bool,
+    /// Whether the credentials a reconnected node named were recorded as held.
+    claims_recorded: bool,
 }
 
 impl Protocol for Delta {
@@ -895,9 +922,16 @@ impl Protocol for Delta {
             }
         }
         if stream.sent_nonce(&req.response_nonce) {
+            let credentials = &stream.registry.credentials;
             match req.error_detail {
-                Some(detail) => stream.record_nack(t, &req.response_nonce, &detail.message),
-                None => stream.record_acked(t, &req.response_nonce),
+                Some(detail) => {
+                    stream.record_nack(t, &req.response_nonce, &detail.message);
+                    credentials.nacked(stream.id, &req.response_nonce);
+                }
+                None => {
+                    stream.record_acked(t, &req.response_nonce);
+                    credentials.acked(stream.id, &req.response_nonce);
+                }
             }
         }
         // Changes are pushed as they happen: a request that only ACKs or NACKs needs no answer.
@@ -928,6 +962,15 @@ impl Protocol for Delta {
         let mut visible: Vec<Arc<Resource>> = snapshot.visible(&stream.node, t, &state.subscribed);
         if type_url::is_wildcard(t) && !state.wildcard {
             visible.retain(|r| state.subscribed.contains(&r.name));
+        }
+        if type_url::carries_credentials(t) && !state.claims_recorded && !visible.is_empty() {
+            // Unchanged before anything was sent: a reconnected node named these versions.
+            let named: Vec<&Arc<Resource>> = visible
+                .iter()
+                .filter(|r| state.known.get(&r.name) == Some(&r.set_key))
+                .collect();
+            stream.registry.credentials.holds(stream.id, t, &named);
+            state.claims_recorded = true;
         }
         // Credentials are never removed: Envoy ignores the removal and keeps the old key, so
         // a revocation is always pushed as a value (see design.md, section 2).
@@ -971,6 +1014,10 @@ impl Delta {
             state.known.remove(name);
         }
         let nonce = stream.next_nonce();
+        if type_url::carries_credentials(t) && !updated.is_empty() {
+            let carried: Vec<&Arc<Resource>> = updated.iter().collect();
+            (stream.registry.credentials).sent(stream.id, &nonce, t, &carried, false);
+        }
         debug!(
             node = %stream.node.id,
             xds_type = type_url::short(t),
@@ -1004,6 +1051,8 @@ fn decoded<M: prost::Message + Default + 'static>(
 
 #[cfg(test)]
 mod ads_fuzz;
+#[cfg(test)]
+mod credential_tests;
 #[cfg(test)]
 mod identity_tests;
 #[cfg(test)]

@@ -5,6 +5,9 @@ use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub mod credentials;
 
 // Enough recent refusals to diagnose a misconfigured `xdsClients`, bounded against floods.
 const RECENT_REFUSALS: usize = 32;
@@ -28,6 +31,56 @@ pub struct TypeStatus {
     pub last_nack: Option<String>,
     /// What the most recent NACK refused, in the same terms as `sent`.
     pub nacked: String,
+    /// When `sent` was sent, in milliseconds since the Unix epoch.
+    pub sent_unix_ms: u64,
+}
+
+/// Whether a node holds what it was last sent of one type: the one rule behind the admin
+/// API, `tessera status`, CSDS and `tessera_xds_stale_nodes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SyncState {
+    /// Nothing sent yet.
+    NotSent,
+    /// The node ACKed what it was last sent (or, reconnecting, named it as held).
+    Synced,
+    /// Sent, not answered yet.
+    Stale,
+    /// The node rejected what it was last sent.
+    Nacked,
+}
+
+impl TypeStatus {
+    /// How this type stands on its stream.
+    pub fn sync(&self) -> SyncState {
+        if self.sent.is_empty() {
+            if self.acked.is_empty() {
+                SyncState::NotSent
+            } else {
+                SyncState::Synced
+            }
+        } else if self.acked == self.sent {
+            SyncState::Synced
+        } else if self.nacked == self.sent {
+            SyncState::Nacked
+        } else {
+            SyncState::Stale
+        }
+    }
+
+    /// How long the unanswered response has waited, when [`SyncState::Stale`].
+    pub fn stale_for(&self, now: SystemTime) -> Option<Duration> {
+        (self.sync() == SyncState::Stale).then(|| {
+            let sent = UNIX_EPOCH + Duration::from_millis(self.sent_unix_ms);
+            now.duration_since(sent).unwrap_or_default()
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch, as [`TypeStatus::sent_unix_ms`] keeps them.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// One ADS stream.
@@ -39,6 +92,15 @@ pub struct StreamStatus {
     pub identity: Option<String>,
     pub delta: bool,
     pub types: BTreeMap<&'static str, TypeStatus>,
+}
+
+impl StreamStatus {
+    /// Whether any type has been stale for longer than `after`.
+    pub fn stale(&self, now: SystemTime, after: Duration) -> bool {
+        self.types
+            .values()
+            .any(|t| t.stale_for(now).is_some_and(|d| d > after))
+    }
 }
 
 /// A stream refused because its proven identity may not have the configuration it claimed.
@@ -68,6 +130,8 @@ pub struct Registry {
     /// counted once per stream); nothing is sent for them.
     pub unreferenced_credentials_total: AtomicU64,
     refusals: Mutex<VecDeque<Refusal>>,
+    /// Which credential version each stream holds, and how fast rotations propagate.
+    pub credentials: credentials::Tracker,
 }
 
 impl Registry {
@@ -126,12 +190,25 @@ impl Registry {
     /// Forgets a closed stream.
     pub fn close(&self, id: u64) {
         self.streams.remove(&id);
+        self.credentials.close(id);
     }
 
     /// A copy of every live stream, for the admin API.
     pub fn snapshot(&self) -> Vec<StreamStatus> {
-        let mut v: Vec<_> = self.streams.iter().map(|e| e.value().clone()).collect();
-        v.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        self.snapshot_with_ids()
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect()
+    }
+
+    /// [`Registry::snapshot`] with each stream's id (to look up its credentials).
+    pub fn snapshot_with_ids(&self) -> Vec<(u64, StreamStatus)> {
+        let mut v: Vec<_> = self
+            .streams
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        v.sort_by(|a, b| a.1.node_id.cmp(&b.1.node_id).then(a.0.cmp(&b.0)));
         v
     }
 }

@@ -138,7 +138,13 @@ fn every_family_has_help_and_type() {
         .set("credential/k", CredentialState::Present, None);
     let body = render(&state, SystemTime::now());
     for line in body.lines().filter(|l| !l.starts_with('#')) {
-        let family = line.split(['{', ' ']).next().unwrap();
+        let sample = line.split(['{', ' ']).next().unwrap();
+        // A histogram's samples carry a suffix after the family's name.
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .filter_map(|suffix| sample.strip_suffix(suffix))
+            .find(|base| body.contains(&format!("# TYPE {base} histogram")))
+            .unwrap_or(sample);
         assert!(
             body.contains(&format!("# TYPE {family} ")),
             "{family} has no TYPE"
@@ -188,6 +194,7 @@ fn the_alert_rules_parse_and_use_only_rendered_metrics() {
         "TesseraCredentialExpiringWhileRefreshFails",
         "TesseraXdsNacks",
         "TesseraGatewayWithoutNodes",
+        "TesseraXdsNodesStale",
     ] {
         assert!(alerts.contains(&wanted), "{wanted} missing: {alerts:?}");
     }
@@ -218,7 +225,14 @@ fn the_dashboard_parses_and_uses_only_rendered_metrics() {
         .collect();
     let used: Vec<String> = exprs.iter().flat_map(|e| metric_names(e)).collect();
     for name in &used {
-        assert!(body.contains(&format!("# TYPE {name} ")), "{name}");
+        // A histogram's buckets are named after its family.
+        let histogram = name
+            .strip_suffix("_bucket")
+            .is_some_and(|base| body.contains(&format!("# TYPE {base} histogram")));
+        assert!(
+            histogram || body.contains(&format!("# TYPE {name} ")),
+            "{name}"
+        );
     }
     for name in [
         "tessera_credential_seconds_to_expiry",
@@ -226,10 +240,68 @@ fn the_dashboard_parses_and_uses_only_rendered_metrics() {
         "tessera_credential_refresh_failures_total",
         "tessera_xds_connected_nodes",
         "tessera_xds_nacks_total",
+        "tessera_xds_stale_nodes",
+        "tessera_credential_propagation_seconds_bucket",
     ] {
         assert!(
             used.iter().any(|u| u == name),
             "{name} not on the dashboard"
         );
     }
+}
+
+#[test]
+fn stale_nodes_count_updates_unanswered_for_over_a_minute() {
+    let state = state_with_gateway("gw");
+    let r = &state.registry;
+    let now = crate::xds::status::unix_ms(SystemTime::now());
+    let stale_for = |node: &str, ms: u64| {
+        let id = r.open(node, "gw", false);
+        r.update(id, "cds", |t| {
+            t.sent = "2".into();
+            t.acked = "1".into();
+            t.sent_unix_ms = now - ms;
+        });
+    };
+    stale_for("fresh", 5_000);
+    stale_for("stuck-1", 61_000);
+    stale_for("stuck-2", 3_600_000);
+    let nacked = r.open("nacked", "gw", false);
+    r.update(nacked, "lds", |t| {
+        t.sent = "2".into();
+        t.nacked = "2".into();
+        t.sent_unix_ms = now - 120_000;
+    });
+    let body = render(&state, SystemTime::now());
+    assert_eq!(
+        samples(&body, "tessera_xds_stale_nodes"),
+        [r#"tessera_xds_stale_nodes{gateway="gw"} 2"#],
+        "a NACK is not staleness (it has its own alert)"
+    );
+}
+
+#[test]
+fn propagation_is_a_histogram_per_share_of_nodes() {
+    use crate::xds::Resource;
+    use crate::xds::resource::type_url::SECRET;
+    let state = AppState::default();
+    let tracker = &state.registry.credentials;
+    let r = |v: &str| Resource::from_parts("credential/k", v, Default::default());
+    tracker.published("credential/k", "k", "00000000000000a1");
+    tracker.sent(1, "1", SECRET, &[&r("00000000000000a1")], true);
+    tracker.acked(1, "1");
+    tracker.published("credential/k", "k", "00000000000000b2");
+    tracker.sent(1, "2", SECRET, &[&r("00000000000000b2")], true);
+    tracker.acked(1, "2");
+    let body = render(&state, SystemTime::now());
+    for share in ["50", "90", "100"] {
+        let count =
+            format!(r#"tessera_credential_propagation_seconds_count{{percent="{share}"}} 1"#);
+        assert!(body.contains(&count), "{body}");
+        let inf = format!(
+            r#"tessera_credential_propagation_seconds_bucket{{percent="{share}",le="+Inf"}} 1"#
+        );
+        assert!(body.contains(&inf), "{body}");
+    }
+    assert!(body.contains("# TYPE tessera_credential_propagation_seconds histogram"));
 }

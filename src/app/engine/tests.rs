@@ -265,3 +265,45 @@ async fn client_keys_are_a_credential_of_their_gateway() {
     assert!(served_clients(&engine).is_none());
     assert!(engine.state.board.get("credential/gw/clients").is_none());
 }
+
+#[tokio::test]
+async fn refresh_rereads_a_key_file_and_reports_what_it_set_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("openai.key");
+    std::fs::write(&path, "sk-1\n").unwrap();
+    let mut engine = engine();
+    engine.apply(&model(key_file(&path)), true);
+    let info = engine.state.credentials.read().unwrap()["openai-key"].clone();
+    assert_eq!((info.resource.as_str(), info.kind), (NAME, "api_key"));
+    let first = engine.state.registry.credentials.progress(NAME).unwrap();
+    assert_eq!(first.publications, 1);
+
+    // No file event: only the refresh makes the reader look.
+    std::fs::write(&path, "sk-2\n").unwrap();
+    let RefreshStarted::Rereading(read) = engine.refresh("openai-key") else {
+        panic!("a key file is re-read");
+    };
+    tokio::time::timeout(Duration::from_secs(5), read.wait())
+        .await
+        .unwrap();
+    assert_eq!(served(&engine).as_deref(), Some("sk-2"));
+    let second = engine.state.registry.credentials.progress(NAME).unwrap();
+    assert_eq!(second.publications, 2);
+    assert_ne!(second.version, first.version);
+    assert!(matches!(engine.refresh("nope"), RefreshStarted::NotFound));
+}
+
+#[tokio::test]
+async fn refresh_of_a_minted_credential_asks_its_task() {
+    let mut engine = engine();
+    engine.apply(&model(azure()), true);
+    // Minting now is the supervisor's part (supervisor tests); here: the request reaches it.
+    assert!(matches!(
+        engine.refresh("openai-key"),
+        RefreshStarted::Minting
+    ));
+    assert_eq!(
+        engine.state.credentials.read().unwrap()["openai-key"].kind,
+        "azure"
+    );
+}

@@ -63,6 +63,7 @@ impl Minter for Fake {
 
 struct Run {
     recorder: Arc<Recorder>,
+    refresh: Arc<tokio::sync::Notify>,
     script: Arc<Script>,
     t0: Instant,
     task: tokio::task::JoinHandle<()>,
@@ -89,7 +90,9 @@ fn start(steps: &[Step], policy: RefreshPolicy, serving: Option<Served>) -> Run 
         Ok(Fake(made.clone()))
     };
     let (served, _) = watch::channel(serving);
+    let refresh = Arc::new(tokio::sync::Notify::new());
     let supervisor = Supervisor {
+        refresh: refresh.clone(),
         outlet: Outlet::register(&recorder.sink(), "p"),
         policy,
         make,
@@ -97,6 +100,7 @@ fn start(steps: &[Step], policy: RefreshPolicy, serving: Option<Served>) -> Run 
     };
     Run {
         recorder,
+        refresh,
         script,
         t0: Instant::now(),
         task: tokio::spawn(supervisor.run()),
@@ -332,4 +336,18 @@ async fn a_hostile_provider_error_is_escaped_and_bounded() {
         );
         assert!(e.contains("truncated"), "{e}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_request_mints_at_once_and_reschedules_from_there() {
+    let run = start(&[Step::Mint(100)], policy(10, 0, 60), None);
+    assert_eq!(times(&run.after(30.0).await, serve).len(), 1);
+    run.refresh.notify_one();
+    let log = run.after(31.0).await;
+    let served = times(&log, serve);
+    assert!(served.len() == 1 && near(served[0], 30.0), "{log:?}");
+    // The next scheduled refresh counts from the new credential: 30 + 90.
+    let log = run.after(125.0).await;
+    let served = times(&log, serve);
+    assert!(served.len() == 1 && near(served[0], 120.0), "{log:?}");
 }

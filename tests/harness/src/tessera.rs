@@ -25,11 +25,12 @@ pub fn tessera_binary() -> PathBuf {
     bin
 }
 
-/// `tessera serve` on two fresh loopback ports, logging to `log`.
+/// `tessera serve` on fresh loopback ports (xDS, admin HTTP, admin gRPC), logging to `log`.
 pub struct Tessera {
     proc: Option<Proc>,
     pub xds_port: u16,
     pub admin_port: u16,
+    pub admin_grpc_port: u16,
     pub log: PathBuf,
     config: PathBuf,
     extra: Vec<String>,
@@ -55,6 +56,7 @@ impl Tessera {
             proc: None,
             xds_port: port(),
             admin_port: port(),
+            admin_grpc_port: port(),
             log: config.with_extension("tessera.log"),
             config: config.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -81,6 +83,8 @@ impl Tessera {
             .arg(format!("127.0.0.1:{}", self.xds_port))
             .arg("--admin-address")
             .arg(format!("127.0.0.1:{}", self.admin_port))
+            .arg("--admin-grpc-address")
+            .arg(format!("127.0.0.1:{}", self.admin_grpc_port))
             .args(&self.extra)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("TESSERA_LOG", "info,tessera=debug")
@@ -120,6 +124,16 @@ impl Tessera {
     /// The admin API's /status document.
     pub async fn status(&self) -> Value {
         get_json(&format!("http://127.0.0.1:{}/status", self.admin_port)).await
+    }
+
+    /// Runs a client command (`status`, `refresh`) against this Tessera's admin gRPC API.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(tessera_binary())
+            .args(args)
+            .arg("--admin-grpc")
+            .arg(format!("127.0.0.1:{}", self.admin_grpc_port))
+            .output()
+            .unwrap()
     }
 
     /// Everything Tessera logged so far, across restarts.

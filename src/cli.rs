@@ -1,0 +1,3 @@
+//! Client commands of the `tessera` binary that talk to a running Tessera.
+
+pub mod status;
