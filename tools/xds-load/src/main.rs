@@ -57,7 +57,7 @@ enum Command {
         upstream_port: u16,
     },
     /// Connect N simulated Envoys, wait for their configuration, rotate a key, report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Args)]
@@ -185,7 +185,7 @@ async fn main_inner() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run(args) => run_command(args).await,
+        Command::Run(args) => run_command(*args).await,
     }
 }
 
