@@ -2,7 +2,7 @@
 //! rotate a key file K times and measure how each rotation reaches every stream.
 
 use crate::envoy::{Envoy, Event, Rotation, Shared};
-use crate::report::{InitialReport, Report, RotationReport, ServerReport};
+use crate::report::{GeneratorReport, InitialReport, Report, RotationReport, ServerReport};
 use crate::server::{Usage, usage};
 use crate::stats;
 use crate::{delta, sotw};
@@ -183,6 +183,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         }
     }
     let after_rotations = usage(plan.server_pid)?;
+    let generator = usage(std::process::id())?;
     tasks.abort_all();
 
     Ok(Report {
@@ -192,6 +193,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         node_cluster: plan.node.cluster.clone(),
         node_bytes: plan.node.encoded_len(),
         server: server_report(plan.server_pid, idle, connected_usage, after_rotations),
+        generator: GeneratorReport {
+            rss_bytes: generator.rss_bytes,
+            cpu_seconds: generator.cpu_seconds,
+        },
         initial,
         rotation_overall: (!rotations.is_empty()).then(|| RotationReport {
             index: 0,
