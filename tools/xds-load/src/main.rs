@@ -6,6 +6,7 @@ mod addr;
 mod delta;
 mod envoy;
 mod gen_config;
+mod grpc;
 mod node;
 mod refs;
 mod report;
@@ -20,7 +21,7 @@ use run::{Mode, Plan};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tokio_rustls::rustls::pki_types::ServerName;
 
 /// Largest xDS response accepted: a SotW CDS answer for thousands of backends is large.
 pub const MAX_MESSAGE: usize = 256 * 1024 * 1024;
@@ -242,32 +243,31 @@ async fn run_command(args: RunArgs) -> anyhow::Result<()> {
     // Spawned servers listen on loopback by construction; check anyway, the address is ours to refuse.
     anyhow::ensure!(addr::is_loopback(xds.ip()), "{xds} is not loopback");
 
-    let scheme = if args.tls_ca.is_some() {
-        "https"
-    } else {
-        "http"
+    let tls = match &args.tls_ca {
+        None => None,
+        Some(ca) => {
+            let read =
+                |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let identity = match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+                _ => None,
+            };
+            let connector = grpc::tls_connector(
+                &read(ca)?,
+                identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+            )?;
+            let name = match &args.server_name {
+                Some(name) => ServerName::try_from(name.clone())
+                    .with_context(|| format!("{name:?} is not a server name"))?,
+                None => ServerName::IpAddress(xds.ip().into()),
+            };
+            Some((connector, name))
+        }
     };
-    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{xds}"))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(10));
-    if let Some(ca) = &args.tls_ca {
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(
-            std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?,
-        ));
-        if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-            tls = tls.identity(Identity::from_pem(
-                std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
-                std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
-            ));
-        }
-        if let Some(name) = &args.server_name {
-            tls = tls.domain_name(name.clone());
-        }
-        endpoint = endpoint.tls_config(tls)?;
-    }
+    let target = grpc::Target { addr: xds, tls };
 
     let report = run::run(Plan {
-        endpoint,
+        target,
         mode: args.mode,
         streams: args.streams,
         rate: args.rate,

@@ -2,6 +2,7 @@
 //! rotate a key file K times and measure how each rotation reaches every stream.
 
 use crate::envoy::{Envoy, Event, Rotation, Shared};
+use crate::grpc::Target;
 use crate::report::{GeneratorReport, InitialReport, Report, RotationReport, ServerReport};
 use crate::server::{Usage, usage};
 use crate::stats;
@@ -14,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tonic::transport::Endpoint;
 
 /// SotW or Delta ADS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -35,7 +35,7 @@ impl Mode {
 
 /// Everything a run needs, resolved.
 pub struct Plan {
-    pub endpoint: Endpoint,
+    pub target: Target,
     pub mode: Mode,
     pub streams: u32,
     pub rate: f64,
@@ -116,7 +116,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
             _ = tokio::time::sleep_until(next_connect), if connected < plan.streams => {
                 let mut node = plan.node.clone();
                 node.id = format!("xds-load-{connected}");
-                tasks.spawn(stream(connected, plan.mode, plan.endpoint.clone(), node, shared.clone()));
+                tasks.spawn(stream(connected, plan.mode, plan.target.clone(), node, shared.clone()));
                 connected += 1;
                 next_connect += period;
             }
@@ -255,17 +255,13 @@ fn rotate(file: &Path, shared: &Shared, index: u32, value: String) -> anyhow::Re
 }
 
 /// One simulated Envoy on its own connection.
-async fn stream(index: u32, mode: Mode, endpoint: Endpoint, node: Node, shared: Arc<Shared>) {
+async fn stream(index: u32, mode: Mode, target: Target, node: Node, shared: Arc<Shared>) {
     let started = Instant::now();
     let envoy = Envoy::new(index, shared.clone(), started);
-    let result = async {
-        let channel = endpoint.connect().await.context("connecting")?;
-        match mode {
-            Mode::Sotw => sotw::run(channel, node, envoy).await,
-            Mode::Delta => delta::run(channel, node, envoy).await,
-        }
-    }
-    .await;
+    let result = match mode {
+        Mode::Sotw => sotw::run(&target, node, envoy).await,
+        Mode::Delta => delta::run(&target, node, envoy).await,
+    };
     if let Err(error) = result {
         shared.report(Event::Failed {
             stream: index,
