@@ -152,7 +152,12 @@ fn raise_nofile_limit() -> anyhow::Result<u64> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match main_inner().await {
+    // Dropping the run on Ctrl-C drops (and so kills) a server it spawned.
+    let result = tokio::select! {
+        result = main_inner() => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("xds-load: {e:#}");
