@@ -69,12 +69,13 @@ struct RunArgs {
     /// New connections per second.
     #[arg(long, default_value_t = 500.0)]
     rate: f64,
+    /// SotW (StreamAggregatedResources) or Delta (DeltaAggregatedResources) ADS.
     #[arg(long, value_enum, default_value_t = Mode::Delta)]
     mode: Mode,
     /// node.cluster of every simulated Envoy (a Gateway's nodeCluster).
     #[arg(long, default_value = "load")]
     node_cluster: String,
-    /// Extensions listed in each node (Envoy 1.40 lists 516, about 61 KB); 0 for a minimal node.
+    /// Extensions listed in each node (Envoy 1.40 lists 516: 57 KB encoded); 0 for a minimal node.
     #[arg(long, default_value_t = node::ENVOY_EXTENSIONS)]
     node_extensions: usize,
 
@@ -103,6 +104,7 @@ struct RunArgs {
     /// Client certificate (PEM) for mTLS; needs --tls-key.
     #[arg(long, requires_all = ["tls_key", "tls_ca"])]
     tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Name to verify the server certificate against (default: the address).
