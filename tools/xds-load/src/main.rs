@@ -17,7 +17,7 @@ mod stats;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use run::{Mode, Plan};
+use run::{Mode, Plan, Rotate};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -117,6 +117,10 @@ struct RunArgs {
     /// The key file to rotate (default: CONFIG/keys/backend-0.key, as gen-config writes it).
     #[arg(long)]
     rotate_file: Option<PathBuf>,
+    /// Rotate by running this shell command instead, the new value in $XDS_LOAD_VALUE (e.g. a
+    /// kubectl command updating a Secret); fan-out is timed from its start.
+    #[arg(long, conflicts_with = "rotate_file")]
+    rotate_command: Option<String>,
     /// Pause before each rotation.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     rotation_pause: Duration,
@@ -208,13 +212,16 @@ async fn run_command(args: RunArgs) -> anyhow::Result<()> {
             args.streams
         );
     }
-    let rotate_file = match (&args.rotate_file, &args.config) {
+    let rotate = match (&args.rotate_command, &args.rotate_file, &args.config) {
         _ if args.rotations == 0 => None,
-        (Some(file), _) => Some(file.clone()),
-        (None, Some(config)) => Some(config.join(gen_config::key_file(0))),
-        (None, None) => anyhow::bail!("rotations need --rotate-file or --config"),
+        (Some(command), _, _) => Some(Rotate::Command(command.clone())),
+        (None, Some(file), _) => Some(Rotate::File(file.clone())),
+        (None, None, Some(config)) => Some(Rotate::File(config.join(gen_config::key_file(0)))),
+        (None, None, None) => {
+            anyhow::bail!("rotations need --rotate-file, --rotate-command or --config")
+        }
     };
-    if let Some(file) = &rotate_file {
+    if let Some(Rotate::File(file)) = &rotate {
         anyhow::ensure!(
             file.is_file(),
             "the key file to rotate, {}, does not exist",
@@ -280,7 +287,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<()> {
         rate: args.rate,
         node: node::template(&args.node_cluster, args.node_extensions),
         server_pid: pid,
-        rotate_file,
+        rotate,
         rotations: args.rotations,
         rotation_pause: args.rotation_pause,
         rotation_timeout: args.rotation_timeout,

@@ -42,11 +42,22 @@ pub struct Plan {
     /// Every simulated Envoy's node but its id.
     pub node: Node,
     pub server_pid: u32,
-    pub rotate_file: Option<PathBuf>,
+    /// How rotations are made; `None`: no rotations.
+    pub rotate: Option<Rotate>,
     pub rotations: u32,
     pub rotation_pause: Duration,
     pub rotation_timeout: Duration,
     pub initial_timeout: Duration,
+}
+
+/// How a rotation is made.
+#[derive(Debug, Clone)]
+pub enum Rotate {
+    /// Replace this key file atomically.
+    File(PathBuf),
+    /// Run this shell command with the new value in `XDS_LOAD_VALUE` (e.g. to update a
+    /// Kubernetes Secret); the clock starts when it starts.
+    Command(String),
 }
 
 /// Per stream: still connecting, holding its initial configuration, or ended.
@@ -148,12 +159,17 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     let mut rotations = Vec::new();
     let mut all_latencies = Vec::new();
     let mut all_bytes = Vec::new();
-    if let Some(file) = &plan.rotate_file {
+    if let Some(how) = &plan.rotate {
         for index in 1..=plan.rotations {
             tokio::time::sleep(plan.rotation_pause).await;
             let expected = tally.count(StreamState::Ready);
             let value = rotation_value(index);
-            rotate(file, &shared, index, value)?;
+            match how {
+                Rotate::File(file) => rotate_file(file, &shared, index, value)?,
+                Rotate::Command(command) => {
+                    rotate_command(command.clone(), &shared, index, value).await?
+                }
+            }
             let mut latencies = Vec::with_capacity(expected);
             let mut bytes = Vec::with_capacity(expected);
             let deadline = tokio::time::Instant::now() + plan.rotation_timeout;
@@ -238,7 +254,7 @@ fn rotation_value(index: u32) -> String {
 
 /// Replaces `file` atomically with `value`, after telling the streams what to look for. Blocking
 /// on purpose: the write is tiny and the rename is timed from here, not from a thread hop.
-fn rotate(file: &Path, shared: &Shared, index: u32, value: String) -> anyhow::Result<()> {
+fn rotate_file(file: &Path, shared: &Shared, index: u32, value: String) -> anyhow::Result<()> {
     let name = file
         .file_name()
         .context("the rotated file has no file name")?
@@ -252,6 +268,28 @@ fn rotate(file: &Path, shared: &Shared, index: u32, value: String) -> anyhow::Re
     });
     std::fs::rename(&tmp, file)
         .with_context(|| format!("renaming {} to {}", tmp.display(), file.display()))
+}
+
+/// Runs `command` with `value` in `XDS_LOAD_VALUE`, on a blocking thread so the streams keep
+/// being served while it runs.
+async fn rotate_command(
+    command: String,
+    shared: &Shared,
+    index: u32,
+    value: String,
+) -> anyhow::Result<()> {
+    let mut child = std::process::Command::new("sh");
+    child.arg("-c").arg(&command).env("XDS_LOAD_VALUE", &value);
+    shared.set_rotation(Rotation {
+        index,
+        value,
+        written_at: Instant::now(),
+    });
+    let status = tokio::task::spawn_blocking(move || child.status())
+        .await?
+        .with_context(|| format!("running {command:?}"))?;
+    anyhow::ensure!(status.success(), "{command:?} failed ({status})");
+    Ok(())
 }
 
 /// One simulated Envoy on its own connection.
