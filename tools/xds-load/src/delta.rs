@@ -1,16 +1,13 @@
 //! Incremental ADS (`DeltaAggregatedResources`).
 
 use crate::envoy::{Envoy, Incoming, Wire};
+use crate::grpc::Target;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
-    aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
 };
 use prost::Message;
 use std::time::Instant;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 /// Delta requests: subscriptions as changes, ACKs by nonce.
 pub struct DeltaWire {
@@ -79,24 +76,22 @@ pub fn incoming(response: DeltaDiscoveryResponse, received_at: Instant) -> Incom
     }
 }
 
-/// Plays `envoy` on `channel` until the stream ends; returns why it ended.
-pub async fn run(channel: Channel, node: Node, mut envoy: Envoy) -> anyhow::Result<()> {
-    let mut client = AggregatedDiscoveryServiceClient::new(channel)
-        .max_decoding_message_size(crate::MAX_MESSAGE);
+/// The ADS method this mode calls.
+pub const PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+
+/// Plays `envoy` on `target` until the stream ends; returns why it ended.
+pub async fn run(target: &Target, node: Node, mut envoy: Envoy) -> anyhow::Result<()> {
     let mut wire = DeltaWire::new(node);
-    let (tx, rx) = mpsc::channel(16);
-    tx.send(envoy.start(&mut wire)).await?;
-    let mut responses = client
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let mut stream = target.open(PATH, crate::MAX_MESSAGE).await?;
+    stream.send(&envoy.start(&mut wire))?;
     let mut out = Vec::new();
-    while let Some(response) = responses.message().await? {
+    loop {
+        let (response, _) = stream.message::<DeltaDiscoveryResponse>().await?;
         let received_at = Instant::now();
         envoy.on_response(incoming(response, received_at), &mut wire, &mut out);
         for request in out.drain(..) {
-            tx.send(request).await?;
+            stream.send(&request)?;
         }
     }
-    anyhow::bail!("the server ended the stream")
 }

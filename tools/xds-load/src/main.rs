@@ -6,6 +6,7 @@ mod addr;
 mod delta;
 mod envoy;
 mod gen_config;
+mod grpc;
 mod node;
 mod refs;
 mod report;
@@ -16,11 +17,11 @@ mod stats;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use run::{Mode, Plan};
+use run::{Mode, Plan, Rotate};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tokio_rustls::rustls::pki_types::ServerName;
 
 /// Largest xDS response accepted: a SotW CDS answer for thousands of backends is large.
 pub const MAX_MESSAGE: usize = 256 * 1024 * 1024;
@@ -57,7 +58,7 @@ enum Command {
         upstream_port: u16,
     },
     /// Connect N simulated Envoys, wait for their configuration, rotate a key, report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Args)]
@@ -68,12 +69,13 @@ struct RunArgs {
     /// New connections per second.
     #[arg(long, default_value_t = 500.0)]
     rate: f64,
+    /// SotW (StreamAggregatedResources) or Delta (DeltaAggregatedResources) ADS.
     #[arg(long, value_enum, default_value_t = Mode::Delta)]
     mode: Mode,
     /// node.cluster of every simulated Envoy (a Gateway's nodeCluster).
     #[arg(long, default_value = "load")]
     node_cluster: String,
-    /// Extensions listed in each node (Envoy 1.40 lists 516, about 61 KB); 0 for a minimal node.
+    /// Extensions listed in each node (Envoy 1.40 lists 516: 57 KB encoded); 0 for a minimal node.
     #[arg(long, default_value_t = node::ENVOY_EXTENSIONS)]
     node_extensions: usize,
 
@@ -102,6 +104,7 @@ struct RunArgs {
     /// Client certificate (PEM) for mTLS; needs --tls-key.
     #[arg(long, requires_all = ["tls_key", "tls_ca"])]
     tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Name to verify the server certificate against (default: the address).
@@ -114,6 +117,10 @@ struct RunArgs {
     /// The key file to rotate (default: CONFIG/keys/backend-0.key, as gen-config writes it).
     #[arg(long)]
     rotate_file: Option<PathBuf>,
+    /// Rotate by running this shell command instead, the new value in $XDS_LOAD_VALUE (e.g. a
+    /// kubectl command updating a Secret); fan-out is timed from its start.
+    #[arg(long, conflicts_with = "rotate_file")]
+    rotate_command: Option<String>,
     /// Pause before each rotation.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     rotation_pause: Duration,
@@ -151,7 +158,12 @@ fn raise_nofile_limit() -> anyhow::Result<u64> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match main_inner().await {
+    // Dropping the run on Ctrl-C drops (and so kills) a server it spawned.
+    let result = tokio::select! {
+        result = main_inner() => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("xds-load: {e:#}");
@@ -185,7 +197,7 @@ async fn main_inner() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run(args) => run_command(args).await,
+        Command::Run(args) => run_command(*args).await,
     }
 }
 
@@ -200,13 +212,16 @@ async fn run_command(args: RunArgs) -> anyhow::Result<()> {
             args.streams
         );
     }
-    let rotate_file = match (&args.rotate_file, &args.config) {
+    let rotate = match (&args.rotate_command, &args.rotate_file, &args.config) {
         _ if args.rotations == 0 => None,
-        (Some(file), _) => Some(file.clone()),
-        (None, Some(config)) => Some(config.join(gen_config::key_file(0))),
-        (None, None) => anyhow::bail!("rotations need --rotate-file or --config"),
+        (Some(command), _, _) => Some(Rotate::Command(command.clone())),
+        (None, Some(file), _) => Some(Rotate::File(file.clone())),
+        (None, None, Some(config)) => Some(Rotate::File(config.join(gen_config::key_file(0)))),
+        (None, None, None) => {
+            anyhow::bail!("rotations need --rotate-file, --rotate-command or --config")
+        }
     };
-    if let Some(file) = &rotate_file {
+    if let Some(Rotate::File(file)) = &rotate {
         anyhow::ensure!(
             file.is_file(),
             "the key file to rotate, {}, does not exist",
@@ -242,38 +257,37 @@ async fn run_command(args: RunArgs) -> anyhow::Result<()> {
     // Spawned servers listen on loopback by construction; check anyway, the address is ours to refuse.
     anyhow::ensure!(addr::is_loopback(xds.ip()), "{xds} is not loopback");
 
-    let scheme = if args.tls_ca.is_some() {
-        "https"
-    } else {
-        "http"
+    let tls = match &args.tls_ca {
+        None => None,
+        Some(ca) => {
+            let read =
+                |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let identity = match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+                _ => None,
+            };
+            let connector = grpc::tls_connector(
+                &read(ca)?,
+                identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+            )?;
+            let name = match &args.server_name {
+                Some(name) => ServerName::try_from(name.clone())
+                    .with_context(|| format!("{name:?} is not a server name"))?,
+                None => ServerName::IpAddress(xds.ip().into()),
+            };
+            Some((connector, name))
+        }
     };
-    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{xds}"))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(10));
-    if let Some(ca) = &args.tls_ca {
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(
-            std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?,
-        ));
-        if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-            tls = tls.identity(Identity::from_pem(
-                std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
-                std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
-            ));
-        }
-        if let Some(name) = &args.server_name {
-            tls = tls.domain_name(name.clone());
-        }
-        endpoint = endpoint.tls_config(tls)?;
-    }
+    let target = grpc::Target { addr: xds, tls };
 
     let report = run::run(Plan {
-        endpoint,
+        target,
         mode: args.mode,
         streams: args.streams,
         rate: args.rate,
         node: node::template(&args.node_cluster, args.node_extensions),
         server_pid: pid,
-        rotate_file,
+        rotate,
         rotations: args.rotations,
         rotation_pause: args.rotation_pause,
         rotation_timeout: args.rotation_timeout,

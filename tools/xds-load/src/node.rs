@@ -1,8 +1,8 @@
 //! The `Node` a simulated Envoy introduces itself with.
 //!
-//! A real Envoy 1.40 sends its whole extension list (516 extensions, about 61 KB encoded) on the
-//! first request of every stream; a server decodes it whatever it keeps, so by default the
-//! simulated node is as large, with made-up extensions of the same count and similar sizes.
+//! A real Envoy 1.40 sends its whole extension list (516 extensions; its first request is about
+//! 61 KB) on the first request of every stream; a server decodes it whatever it keeps, so by
+//! default the simulated node is as large, with made-up extensions of the same count and sizes.
 
 use envoy_types::pb::envoy::config::core::v3::{
     BuildVersion, Extension, Node, node::UserAgentVersionType,

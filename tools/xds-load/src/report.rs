@@ -14,6 +14,8 @@ pub struct Report {
     /// Encoded size of the node each stream sends on its first request.
     pub node_bytes: usize,
     pub server: ServerReport,
+    /// This process at the end: it shares the machine with the server.
+    pub generator: GeneratorReport,
     pub initial: InitialReport,
     pub rotations: Vec<RotationReport>,
     /// Every rotation together (`index` 0).
@@ -34,6 +36,13 @@ pub struct ServerReport {
     /// CPU from just before the first connection until every stream held its configuration.
     pub cpu_initial_seconds: f64,
     pub cpu_rotations_seconds: f64,
+}
+
+/// The load generator itself.
+#[derive(Debug, Serialize)]
+pub struct GeneratorReport {
+    pub rss_bytes: u64,
+    pub cpu_seconds: f64,
 }
 
 /// Streams getting their initial configuration.
@@ -106,6 +115,12 @@ impl Report {
             out,
             "server CPU: {:.2} s serving the initial configuration, {:.2} s over the rotations",
             s.cpu_initial_seconds, s.cpu_rotations_seconds
+        );
+        let _ = writeln!(
+            out,
+            "load generator: RSS {}, CPU {:.2} s",
+            mib(self.generator.rss_bytes),
+            self.generator.cpu_seconds
         );
         let all = i
             .all_complete_ms

@@ -2,7 +2,8 @@
 //! rotate a key file K times and measure how each rotation reaches every stream.
 
 use crate::envoy::{Envoy, Event, Rotation, Shared};
-use crate::report::{InitialReport, Report, RotationReport, ServerReport};
+use crate::grpc::Target;
+use crate::report::{GeneratorReport, InitialReport, Report, RotationReport, ServerReport};
 use crate::server::{Usage, usage};
 use crate::stats;
 use crate::{delta, sotw};
@@ -14,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tonic::transport::Endpoint;
 
 /// SotW or Delta ADS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -35,18 +35,29 @@ impl Mode {
 
 /// Everything a run needs, resolved.
 pub struct Plan {
-    pub endpoint: Endpoint,
+    pub target: Target,
     pub mode: Mode,
     pub streams: u32,
     pub rate: f64,
     /// Every simulated Envoy's node but its id.
     pub node: Node,
     pub server_pid: u32,
-    pub rotate_file: Option<PathBuf>,
+    /// How rotations are made; `None`: no rotations.
+    pub rotate: Option<Rotate>,
     pub rotations: u32,
     pub rotation_pause: Duration,
     pub rotation_timeout: Duration,
     pub initial_timeout: Duration,
+}
+
+/// How a rotation is made.
+#[derive(Debug, Clone)]
+pub enum Rotate {
+    /// Replace this key file atomically.
+    File(PathBuf),
+    /// Run this shell command with the new value in `XDS_LOAD_VALUE` (e.g. to update a
+    /// Kubernetes Secret); the clock starts when it starts.
+    Command(String),
 }
 
 /// Per stream: still connecting, holding its initial configuration, or ended.
@@ -116,7 +127,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
             _ = tokio::time::sleep_until(next_connect), if connected < plan.streams => {
                 let mut node = plan.node.clone();
                 node.id = format!("xds-load-{connected}");
-                tasks.spawn(stream(connected, plan.mode, plan.endpoint.clone(), node, shared.clone()));
+                tasks.spawn(stream(connected, plan.mode, plan.target.clone(), node, shared.clone()));
                 connected += 1;
                 next_connect += period;
             }
@@ -148,12 +159,17 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     let mut rotations = Vec::new();
     let mut all_latencies = Vec::new();
     let mut all_bytes = Vec::new();
-    if let Some(file) = &plan.rotate_file {
+    if let Some(how) = &plan.rotate {
         for index in 1..=plan.rotations {
             tokio::time::sleep(plan.rotation_pause).await;
             let expected = tally.count(StreamState::Ready);
             let value = rotation_value(index);
-            rotate(file, &shared, index, value)?;
+            match how {
+                Rotate::File(file) => rotate_file(file, &shared, index, value)?,
+                Rotate::Command(command) => {
+                    rotate_command(command.clone(), &shared, index, value).await?
+                }
+            }
             let mut latencies = Vec::with_capacity(expected);
             let mut bytes = Vec::with_capacity(expected);
             let deadline = tokio::time::Instant::now() + plan.rotation_timeout;
@@ -183,6 +199,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         }
     }
     let after_rotations = usage(plan.server_pid)?;
+    let generator = usage(std::process::id())?;
     tasks.abort_all();
 
     Ok(Report {
@@ -192,6 +209,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         node_cluster: plan.node.cluster.clone(),
         node_bytes: plan.node.encoded_len(),
         server: server_report(plan.server_pid, idle, connected_usage, after_rotations),
+        generator: GeneratorReport {
+            rss_bytes: generator.rss_bytes,
+            cpu_seconds: generator.cpu_seconds,
+        },
         initial,
         rotation_overall: (!rotations.is_empty()).then(|| RotationReport {
             index: 0,
@@ -233,7 +254,7 @@ fn rotation_value(index: u32) -> String {
 
 /// Replaces `file` atomically with `value`, after telling the streams what to look for. Blocking
 /// on purpose: the write is tiny and the rename is timed from here, not from a thread hop.
-fn rotate(file: &Path, shared: &Shared, index: u32, value: String) -> anyhow::Result<()> {
+fn rotate_file(file: &Path, shared: &Shared, index: u32, value: String) -> anyhow::Result<()> {
     let name = file
         .file_name()
         .context("the rotated file has no file name")?
@@ -249,18 +270,36 @@ fn rotate(file: &Path, shared: &Shared, index: u32, value: String) -> anyhow::Re
         .with_context(|| format!("renaming {} to {}", tmp.display(), file.display()))
 }
 
+/// Runs `command` with `value` in `XDS_LOAD_VALUE`, on a blocking thread so the streams keep
+/// being served while it runs.
+async fn rotate_command(
+    command: String,
+    shared: &Shared,
+    index: u32,
+    value: String,
+) -> anyhow::Result<()> {
+    let mut child = std::process::Command::new("sh");
+    child.arg("-c").arg(&command).env("XDS_LOAD_VALUE", &value);
+    shared.set_rotation(Rotation {
+        index,
+        value,
+        written_at: Instant::now(),
+    });
+    let status = tokio::task::spawn_blocking(move || child.status())
+        .await?
+        .with_context(|| format!("running {command:?}"))?;
+    anyhow::ensure!(status.success(), "{command:?} failed ({status})");
+    Ok(())
+}
+
 /// One simulated Envoy on its own connection.
-async fn stream(index: u32, mode: Mode, endpoint: Endpoint, node: Node, shared: Arc<Shared>) {
+async fn stream(index: u32, mode: Mode, target: Target, node: Node, shared: Arc<Shared>) {
     let started = Instant::now();
     let envoy = Envoy::new(index, shared.clone(), started);
-    let result = async {
-        let channel = endpoint.connect().await.context("connecting")?;
-        match mode {
-            Mode::Sotw => sotw::run(channel, node, envoy).await,
-            Mode::Delta => delta::run(channel, node, envoy).await,
-        }
-    }
-    .await;
+    let result = match mode {
+        Mode::Sotw => sotw::run(&target, node, envoy).await,
+        Mode::Delta => delta::run(&target, node, envoy).await,
+    };
     if let Err(error) = result {
         shared.report(Event::Failed {
             stream: index,

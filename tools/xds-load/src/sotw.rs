@@ -1,17 +1,12 @@
 //! State-of-the-World ADS (`StreamAggregatedResources`).
 
 use crate::envoy::{Envoy, Incoming, Wire, resource_name};
+use crate::grpc::Target;
 use crate::refs::type_url;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DiscoveryRequest, DiscoveryResponse,
-    aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use prost::Message;
 use std::time::Instant;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 const TYPES: [&str; 5] = [
     type_url::CLUSTER,
@@ -104,24 +99,22 @@ pub fn incoming(response: DiscoveryResponse, received_at: Instant) -> Incoming {
     }
 }
 
-/// Plays `envoy` on `channel` until the stream ends; returns why it ended.
-pub async fn run(channel: Channel, node: Node, mut envoy: Envoy) -> anyhow::Result<()> {
-    let mut client = AggregatedDiscoveryServiceClient::new(channel)
-        .max_decoding_message_size(crate::MAX_MESSAGE);
+/// The ADS method this mode calls.
+pub const PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+
+/// Plays `envoy` on `target` until the stream ends; returns why it ended.
+pub async fn run(target: &Target, node: Node, mut envoy: Envoy) -> anyhow::Result<()> {
     let mut wire = SotwWire::new(node);
-    let (tx, rx) = mpsc::channel(16);
-    tx.send(envoy.start(&mut wire)).await?;
-    let mut responses = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let mut stream = target.open(PATH, crate::MAX_MESSAGE).await?;
+    stream.send(&envoy.start(&mut wire))?;
     let mut out = Vec::new();
-    while let Some(response) = responses.message().await? {
+    loop {
+        let (response, _) = stream.message::<DiscoveryResponse>().await?;
         let received_at = Instant::now();
         envoy.on_response(incoming(response, received_at), &mut wire, &mut out);
         for request in out.drain(..) {
-            tx.send(request).await?;
+            stream.send(&request)?;
         }
     }
-    anyhow::bail!("the server ended the stream")
 }
