@@ -126,20 +126,29 @@ impl State {
 
     /// Credential names of type `type_url` that `node` asked for but its gateway does not
     /// reference: they are never sent, and the asking is worth counting.
-    pub fn unreferenced<'a>(
+    pub fn unreferenced<'a, N: AsRef<str>>(
         &self,
         node: &NodeIdentity,
         type_url: &str,
-        requested: &'a BTreeSet<String>,
-    ) -> Vec<&'a String> {
+        requested: &'a BTreeSet<N>,
+    ) -> Vec<&'a N> {
         if !type_url::carries_credentials(type_url) {
             return Vec::new();
         }
         let referenced = self.gateway_for(node).map(|g| &g.credentials);
         requested
             .iter()
-            .filter(|n| referenced.is_none_or(|r| !r.contains(*n)))
+            .filter(|n| referenced.is_none_or(|r| !r.contains(n.as_ref())))
             .collect()
+    }
+
+    /// `name` as the shared name of the credential resource it names, so that streams
+    /// subscribed to it hold no copy of their own; a fresh one for any other name.
+    pub fn intern(&self, name: String) -> Arc<str> {
+        match self.credentials.get(&name) {
+            Some(r) => r.shared_name.clone(),
+            None => name.into(),
+        }
     }
 
     /// The credential names changed after generation `seen`, when nothing else changed since
@@ -163,11 +172,11 @@ impl State {
     }
 
     /// The resources of `type_url` a node may see, restricted to `requested` for named types.
-    pub fn visible(
+    pub fn visible<N: AsRef<str>>(
         &self,
         node: &NodeIdentity,
         type_url: &str,
-        requested: &BTreeSet<String>,
+        requested: &BTreeSet<N>,
     ) -> Vec<Arc<Resource>> {
         let Some(gateway) = self.gateway_for(node) else {
             return Vec::new();
@@ -175,7 +184,7 @@ impl State {
         let pick = |set: &TypeSet| -> Vec<Arc<Resource>> {
             requested
                 .iter()
-                .filter_map(|n| set.resources.get(n).cloned())
+                .filter_map(|n| set.resources.get(n.as_ref()).cloned())
                 .collect()
         };
         match type_url {
@@ -184,8 +193,8 @@ impl State {
             type_url::ROUTE => pick(&gateway.routes),
             t if type_url::carries_credentials(t) => requested
                 .iter()
-                .filter(|n| gateway.credentials.contains(*n))
-                .filter_map(|n| self.credentials.get(n))
+                .filter(|n| gateway.credentials.contains(n.as_ref()))
+                .filter_map(|n| self.credentials.get(n.as_ref()))
                 .filter(|r| r.any.type_url == t)
                 .cloned()
                 .collect(),

@@ -46,6 +46,8 @@ pub mod type_url {
 #[derive(Clone, PartialEq)]
 pub struct Resource {
     pub name: String,
+    /// The name again, shared: what streams keep in their per-name state instead of a copy.
+    pub shared_name: Arc<str>,
     pub version: String,
     pub any: Any,
     /// Name and version folded into 64 bits: a set's version is the XOR of its members' keys,
@@ -100,6 +102,7 @@ impl Resource {
         });
         let set_key = set_key_of(&name, &version);
         Arc::new(Self {
+            shared_name: name.as_str().into(),
             name,
             version,
             any,

@@ -311,6 +311,7 @@ trait Protocol {
         stream: &StreamState,
         types: &mut HashMap<&'static str, Self::TypeState>,
         req: Self::Req,
+        snapshot: &State,
     ) -> Result<Option<&'static str>, Status>;
     /// The response that brings the node up to date for type `t`, if it is behind: compared
     /// in full, or, with `changed`, only for those credential names.
@@ -331,7 +332,7 @@ struct StreamState {
     limits: Limits,
     nonce: u64,
     /// Credential names this node asked for that its gateway does not reference.
-    unreferenced: BTreeSet<String>,
+    unreferenced: BTreeSet<Arc<str>>,
     /// The cache generation every type was last brought up to date with.
     seen: u64,
 }
@@ -405,7 +406,7 @@ impl StreamState {
 
     /// Counts each credential name the node asked for without its gateway referencing it,
     /// once per stream: a misconfiguration, or a probe for another gateway's credentials.
-    fn note_unreferenced(&mut self, snapshot: &State, t: &str, requested: &BTreeSet<String>) {
+    fn note_unreferenced(&mut self, snapshot: &State, t: &str, requested: &BTreeSet<Arc<str>>) {
         for name in snapshot.unreferenced(&self.node, t, requested) {
             if self.unreferenced.insert(name.clone()) {
                 self.registry
@@ -568,7 +569,12 @@ fn step<P: Protocol>(
     let first = types.is_empty();
     let (to_push, changed): (Vec<&'static str>, _) = match event {
         // A request is answered from a full comparison of its type.
-        Event::Request(req) => (P::handle(stream, types, req)?.into_iter().collect(), None),
+        Event::Request(req) => (
+            P::handle(stream, types, req, snapshot)?
+                .into_iter()
+                .collect(),
+            None,
+        ),
         // Push order matters: credentials with their clusters, listeners before routes.
         Event::Changed => (
             type_url::ALL
@@ -611,15 +617,15 @@ struct Sotw;
 
 #[derive(Default)]
 struct SotwType {
-    names: BTreeSet<String>,
+    names: BTreeSet<Arc<str>>,
     /// Names the latest requests added: answered even when the version did not change,
     /// because Envoy keeps nothing for a name it stopped watching.
-    added: BTreeSet<String>,
+    added: BTreeSet<Arc<str>>,
     sent_version: Option<String>,
     sent_nonce: String,
     /// Credential types: the set key of what the node was last sent of each name, so that a
     /// rotation can go out alone; `sent_key` is their XOR (the version sent).
-    sent: HashMap<String, u64>,
+    sent: HashMap<Arc<str>, u64>,
     sent_key: u64,
     /// Whether the last response carried only what changed.
     sent_partial: bool,
@@ -643,6 +649,7 @@ impl Protocol for Sotw {
         stream: &StreamState,
         types: &mut HashMap<&'static str, SotwType>,
         req: DiscoveryRequest,
+        snapshot: &State,
     ) -> Result<Option<&'static str>, Status> {
         let Some(t) = known_type(&req.type_url) else {
             return Ok(None);
@@ -650,11 +657,15 @@ impl Protocol for Sotw {
         stream
             .registry
             .update(stream.id, type_url::short(t), |s| s.requests += 1);
-        let names: BTreeSet<String> = req.resource_names.into_iter().collect();
-        stream.check_names(t, names.len())?;
+        stream.check_names(t, req.resource_names.len())?;
+        let names: BTreeSet<Arc<str>> = req
+            .resource_names
+            .into_iter()
+            .map(|n| snapshot.intern(n))
+            .collect();
         let state = types.entry(t).or_default();
         let fresh = state.sent_nonce.is_empty();
-        let added: Vec<String> = names.difference(&state.names).cloned().collect();
+        let added: Vec<Arc<str>> = names.difference(&state.names).cloned().collect();
         let names_changed = names != state.names;
         state.names = names;
         if fresh && req.response_nonce.is_empty() {
@@ -737,11 +748,11 @@ impl Protocol for Sotw {
             // Also after a reconnect that named the current version: what the node holds.
             state.sent = visible
                 .iter()
-                .map(|r| (r.name.clone(), r.set_key))
+                .map(|r| (r.shared_name.clone(), r.set_key))
                 .collect();
             state.sent_key = key;
         }
-        let newly_watched = visible.iter().any(|r| added.contains(&r.name));
+        let newly_watched = visible.iter().any(|r| added.contains(r.name.as_str()));
         if state.sent_version.as_deref() == Some(version.as_str())
             && !newly_watched
             && !state.resend
@@ -778,7 +789,7 @@ impl Sotw {
                 continue;
             }
             key ^= old.unwrap_or(0) ^ r.set_key;
-            state.sent.insert(r.name.clone(), r.set_key);
+            state.sent.insert(r.shared_name.clone(), r.set_key);
             resources.push(r.clone());
         }
         if resources.is_empty() {
@@ -826,7 +837,7 @@ fn changed_credentials<'a>(
     gateway: &'a GatewayConfig,
     t: &'a str,
     changed: &'a BTreeSet<&str>,
-    subscribed: &'a BTreeSet<String>,
+    subscribed: &'a BTreeSet<Arc<str>>,
 ) -> impl Iterator<Item = &'a Arc<Resource>> + 'a {
     changed
         .iter()
@@ -850,9 +861,9 @@ struct Delta;
 #[derive(Default)]
 struct DeltaType {
     wildcard: bool,
-    subscribed: BTreeSet<String>,
+    subscribed: BTreeSet<Arc<str>>,
     /// What the node holds (or was last sent): name → set key of name and version.
-    known: HashMap<String, u64>,
+    known: HashMap<Arc<str>, u64>,
     /// Whether this type needs no first answer: a new node's wildcard subscription is
     /// answered once, even with nothing, or Envoy never finishes initializing.
     answered: bool,
@@ -875,6 +886,7 @@ impl Protocol for Delta {
         stream: &StreamState,
         types: &mut HashMap<&'static str, DeltaType>,
         req: DeltaDiscoveryRequest,
+        snapshot: &State,
     ) -> Result<Option<&'static str>, Status> {
         let Some(t) = known_type(&req.type_url) else {
             return Ok(None);
@@ -895,7 +907,7 @@ impl Protocol for Delta {
                 .into_iter()
                 .map(|(name, version)| {
                     let key = resource_set_key(&name, &version);
-                    (name, key)
+                    (snapshot.intern(name), key)
                 })
                 .collect(),
             ..Default::default()
@@ -908,7 +920,7 @@ impl Protocol for Delta {
             if name == "*" {
                 state.wildcard = true;
             } else {
-                state.subscribed.insert(name);
+                state.subscribed.insert(snapshot.intern(name));
                 // Checked per name so a huge request never grows the set past the limit.
                 stream.check_names(t, state.subscribed.len())?;
             }
@@ -917,8 +929,8 @@ impl Protocol for Delta {
             if name == "*" {
                 state.wildcard = false;
             } else {
-                state.subscribed.remove(&name);
-                state.known.remove(&name);
+                state.subscribed.remove(name.as_str());
+                state.known.remove(name.as_str());
             }
         }
         if stream.sent_nonce(&req.response_nonce) {
@@ -953,7 +965,7 @@ impl Protocol for Delta {
             let gateway = snapshot.gateway_for(&stream.node)?;
             let updated: Vec<Arc<Resource>> =
                 changed_credentials(snapshot, gateway, t, changed, &state.subscribed)
-                    .filter(|r| state.known.get(&r.name) != Some(&r.set_key))
+                    .filter(|r| state.known.get(r.name.as_str()) != Some(&r.set_key))
                     .cloned()
                     .collect();
             return Self::respond(stream, state, t, &updated, Vec::new(), false);
@@ -961,13 +973,13 @@ impl Protocol for Delta {
         stream.note_unreferenced(snapshot, t, &state.subscribed);
         let mut visible: Vec<Arc<Resource>> = snapshot.visible(&stream.node, t, &state.subscribed);
         if type_url::is_wildcard(t) && !state.wildcard {
-            visible.retain(|r| state.subscribed.contains(&r.name));
+            visible.retain(|r| state.subscribed.contains(r.name.as_str()));
         }
         if type_url::carries_credentials(t) && !state.claims_recorded && !visible.is_empty() {
             // Unchanged before anything was sent: a reconnected node named these versions.
             let named: Vec<&Arc<Resource>> = visible
                 .iter()
-                .filter(|r| state.known.get(&r.name) == Some(&r.set_key))
+                .filter(|r| state.known.get(r.name.as_str()) == Some(&r.set_key))
                 .collect();
             stream.registry.credentials.holds(stream.id, t, &named);
             state.claims_recorded = true;
@@ -981,12 +993,12 @@ impl Protocol for Delta {
             state
                 .known
                 .keys()
-                .filter(|k| !names.contains(k.as_str()))
-                .cloned()
+                .filter(|k| !names.contains(k.as_ref()))
+                .map(|k| k.to_string())
                 .collect()
         };
         removed.sort();
-        visible.retain(|r| state.known.get(&r.name) != Some(&r.set_key));
+        visible.retain(|r| state.known.get(r.name.as_str()) != Some(&r.set_key));
         let first_wildcard_answer = state.wildcard && !state.answered;
         Self::respond(stream, state, t, &visible, removed, first_wildcard_answer)
     }
@@ -1008,10 +1020,10 @@ impl Delta {
         }
         state.answered = true;
         for r in updated {
-            state.known.insert(r.name.clone(), r.set_key);
+            state.known.insert(r.shared_name.clone(), r.set_key);
         }
         for name in &removed {
-            state.known.remove(name);
+            state.known.remove(name.as_str());
         }
         let nonce = stream.next_nonce();
         if type_url::carries_credentials(t) && !updated.is_empty() {

@@ -510,7 +510,7 @@ fn fuzz_delta(ops: Vec<Op>) -> Reached {
             let t = known_type(&resp.type_url).expect("a served type");
             let subscribed = types
                 .get(t)
-                .map(|d| d.subscribed.clone())
+                .map(|d| d.subscribed.iter().map(|n| n.to_string()).collect())
                 .unwrap_or_default();
             for r in &resp.resources {
                 let any = r.resource.as_ref().expect("a resource");
