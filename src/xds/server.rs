@@ -658,16 +658,28 @@ impl Protocol for Sotw {
             .registry
             .update(stream.id, type_url::short(t), |s| s.requests += 1);
         stream.check_names(t, req.resource_names.len())?;
-        let names: BTreeSet<Arc<str>> = req
-            .resource_names
-            .into_iter()
-            .map(|n| snapshot.intern(n))
-            .collect();
         let state = types.entry(t).or_default();
         let fresh = state.sent_nonce.is_empty();
-        let added: Vec<Arc<str>> = names.difference(&state.names).cloned().collect();
-        let names_changed = names != state.names;
-        state.names = names;
+        // Envoy repeats every watched name in every SotW request: the usual ACK names the
+        // same set, which is checked without building a new one.
+        let same = req.resource_names.len() == state.names.len() && {
+            let mut asked: Vec<&str> = req.resource_names.iter().map(String::as_str).collect();
+            asked.sort_unstable();
+            asked.iter().zip(&state.names).all(|(a, b)| *a == &**b)
+        };
+        let (added, names_changed) = if same {
+            (Vec::new(), false)
+        } else {
+            let names: BTreeSet<Arc<str>> = req
+                .resource_names
+                .into_iter()
+                .map(|n| snapshot.intern(n))
+                .collect();
+            let added: Vec<Arc<str>> = names.difference(&state.names).cloned().collect();
+            let changed = names != state.names;
+            state.names = names;
+            (added, changed)
+        };
         if fresh && req.response_nonce.is_empty() {
             // A new subscription, or a reconnect: Envoy names the version it already holds,
             // and if that is still current nothing is resent (no churn after a restart).
