@@ -8,55 +8,28 @@ const API_KEY: &str = "sk-observability-key-value-4711";
 const SA_TOKEN: &str = "header.observability-sa-token.signature";
 
 fn config(listener: u16, bedrock: u16, sts: u16, token: &std::path::Path) -> String {
-    format!(
-        r#"apiVersion: tessera.dev/v1alpha1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  nodeCluster: {NODE_CLUSTER}
-  listeners: [{{name: http, port: {listener}, address: 127.0.0.1}}]
----
+    bedrock_gateway(listener, bedrock, sts, token, "tessera-obs")
+        + r#"---
 apiVersion: tessera.dev/v1alpha1
 kind: Backend
-metadata: {{name: bedrock}}
-spec: {{provider: AWSBedrock, endpoint: "http://127.0.0.1:{bedrock}", securityPolicy: aws}}
+metadata: {name: openai}
+spec: {provider: OpenAI, endpoint: "http://127.0.0.1:9", securityPolicy: openai-key}
 ---
 apiVersion: tessera.dev/v1alpha1
 kind: BackendSecurityPolicy
-metadata: {{name: aws}}
-spec:
-  type: AWSCredentials
-  awsCredentials:
-    region: us-east-1
-    stsEndpoint: http://127.0.0.1:{sts}
-    refresh: {{beforeExpiry: 5m, jitter: 0s, maxBackoff: 500ms}}
-    oidcExchangeToken:
-      roleArn: arn:aws:iam::123456789012:role/bedrock
-      roleSessionName: tessera-obs
-      tokenFile: {token}
----
-apiVersion: tessera.dev/v1alpha1
-kind: Backend
-metadata: {{name: openai}}
-spec: {{provider: OpenAI, endpoint: "http://127.0.0.1:9", securityPolicy: openai-key}}
----
-apiVersion: tessera.dev/v1alpha1
-kind: BackendSecurityPolicy
-metadata: {{name: openai-key}}
-spec: {{type: APIKey, apiKey: {{file: openai.key}}}}
+metadata: {name: openai-key}
+spec: {type: APIKey, apiKey: {file: openai.key}}
 ---
 apiVersion: tessera.dev/v1alpha1
 kind: Route
-metadata: {{name: models}}
+metadata: {name: models}
 spec:
   gateway: gw
   rules:
-  - matches: [{{pathPrefix: /model/}}]
-    backends: [{{name: bedrock}}]
-  - backends: [{{name: openai}}]
-"#,
-        token = token.display(),
-    )
+  - matches: [{pathPrefix: /model/}]
+    backends: [{name: bedrock}]
+  - backends: [{name: openai}]
+"#
 }
 
 /// The value of the one sample `name{labels}` (labels as rendered), if present.

@@ -274,43 +274,16 @@ both_modes!(a_nack_shows_as_nacked_with_envoys_message);
 const MODEL_PATH: &str = "/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke";
 
 fn aws_config(listener: u16, bedrock: u16, sts: u16, token: &std::path::Path) -> String {
-    format!(
-        r#"apiVersion: tessera.dev/v1alpha1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  nodeCluster: {NODE_CLUSTER}
-  listeners: [{{name: http, port: {listener}, address: 127.0.0.1}}]
----
-apiVersion: tessera.dev/v1alpha1
-kind: Backend
-metadata: {{name: bedrock}}
-spec: {{provider: AWSBedrock, endpoint: "http://127.0.0.1:{bedrock}", securityPolicy: aws}}
----
-apiVersion: tessera.dev/v1alpha1
-kind: BackendSecurityPolicy
-metadata: {{name: aws}}
-spec:
-  type: AWSCredentials
-  awsCredentials:
-    region: us-east-1
-    stsEndpoint: http://127.0.0.1:{sts}
-    refresh: {{beforeExpiry: 5m, jitter: 0s, maxBackoff: 500ms}}
-    oidcExchangeToken:
-      roleArn: arn:aws:iam::123456789012:role/bedrock
-      roleSessionName: tessera-ops
-      tokenFile: {token}
----
+    bedrock_gateway(listener, bedrock, sts, token, "tessera-ops")
+        + r#"---
 apiVersion: tessera.dev/v1alpha1
 kind: Route
-metadata: {{name: models}}
+metadata: {name: models}
 spec:
   gateway: gw
   rules:
-  - backends: [{{name: bedrock}}]
-"#,
-        token = token.display(),
-    )
+  - backends: [{name: bedrock}]
+"#
 }
 
 async fn refresh_mints_an_aws_credential_now(mode: Mode) {

@@ -17,7 +17,7 @@ mod stack;
 mod tessera;
 mod util;
 
-pub use config::{openai_key_file_config, openai_key_file_gateway};
+pub use config::{bedrock_gateway, openai_key_file_config, openai_key_file_gateway};
 pub use envoy::{Envoy, EnvoyOptions, Mode, envoy, envoy_binary, require_envoy};
 pub use http::{Reply, get_json, http, send, wait_ok};
 pub use peers::{AwsPeers, Entra, Issuer, Mock, verify_jwt};
