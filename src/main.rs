@@ -40,6 +40,11 @@ enum Command {
         /// unless the xDS port has mTLS (then callers need a client certificate from its CA).
         #[arg(long, default_value = "127.0.0.1:18002")]
         admin_grpc_address: SocketAddr,
+        /// A client certificate name (DNS or URI SAN, e.g. spiffe://…) that may use the admin
+        /// gRPC API when it has mTLS; repeatable. Envoys' certificates come from the same CA,
+        /// so no other certificate is admitted.
+        #[arg(long = "admin-client", value_name = "SAN")]
+        admin_clients: Vec<String>,
         /// Server certificate (PEM) for ADS over TLS (mTLS with --xds-client-ca).
         #[arg(long, requires = "xds_tls_key")]
         xds_tls_cert: Option<PathBuf>,
@@ -310,6 +315,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             xds_address,
             admin_address,
             admin_grpc_address,
+            admin_clients,
             xds_tls_cert,
             xds_tls_key,
             xds_client_ca,
@@ -358,6 +364,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 xds_address,
                 admin_address,
                 admin_grpc_address,
+                admin_clients,
                 tls,
                 insecure_xds,
                 xds_token_auth,

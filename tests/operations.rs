@@ -414,7 +414,8 @@ fn status_without_a_running_tessera_is_a_connection_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }
 
-/// With the xDS port's mTLS, the admin API needs a client certificate from its client CA.
+/// With the xDS port's mTLS, the admin API needs a client certificate from its client CA that
+/// names an `--admin-client`: an Envoy's certificate from the same CA is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_mtls_the_admin_api_needs_a_client_certificate() {
     let dir = tempfile::tempdir().unwrap();
@@ -430,6 +431,12 @@ async fn with_mtls_the_admin_api_needs_a_client_certificate() {
         d,
         "operator",
         &["operator.example"],
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let (envoy, envoy_key) = pki.leaf(
+        d,
+        "envoy",
+        &["gw.example"],
         rcgen::ExtendedKeyUsagePurpose::ClientAuth,
     );
     let other = Pki::new(d, "other");
@@ -456,6 +463,8 @@ async fn with_mtls_the_admin_api_needs_a_client_certificate() {
             &path(&key),
             "--xds-client-ca",
             &path(&pki.ca),
+            "--admin-client",
+            "operator.example",
         ],
     )
     .await;
@@ -485,6 +494,10 @@ async fn with_mtls_the_admin_api_needs_a_client_certificate() {
     );
     assert_eq!(json(&ok)["credentials"][0]["policy"], "openai-key");
     assert_no_secret("ListCredentials", &stdout(&ok), &[KEY_1]);
+    let as_envoy = with(&envoy, &envoy_key);
+    assert_eq!(as_envoy.status.code(), Some(2), "{}", stdout(&as_envoy));
+    let said = String::from_utf8_lossy(&as_envoy.stderr);
+    assert!(said.contains("not an --admin-client"), "{said}");
     let refused = [
         with(&stranger, &stranger_key),
         t.cli(&["status", "--tls-ca", &ca, "--tls-server-name", "localhost"]),

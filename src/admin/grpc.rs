@@ -35,30 +35,50 @@ const MAX_ACK_WAIT: Duration = Duration::from_secs(300);
 pub struct AdminService {
     state: Arc<AppState>,
     refresh: mpsc::Sender<RefreshRequest>,
-    /// `Some` with mTLS: callers must present a verified client certificate.
-    authenticator: Option<Arc<Authenticator>>,
+    /// `Some` with mTLS: callers must present a verified client certificate naming one of
+    /// these SANs.
+    authenticator: Option<(Arc<Authenticator>, Vec<String>)>,
 }
 
 impl AdminService {
     /// A service answering from `state` and asking the applier for refreshes on `refresh`;
-    /// `mtls` when its port has the xDS port's mTLS (callers then need a client certificate).
-    pub fn new(state: Arc<AppState>, refresh: mpsc::Sender<RefreshRequest>, mtls: bool) -> Self {
+    /// with `mtls_clients` its port has the xDS port's mTLS, and callers need a client
+    /// certificate with one of those SANs (Envoys' certificates come from the same CA).
+    pub fn new(
+        state: Arc<AppState>,
+        refresh: mpsc::Sender<RefreshRequest>,
+        mtls_clients: Option<Vec<String>>,
+    ) -> Self {
         Self {
             state,
             refresh,
-            authenticator: mtls.then(|| Arc::new(Authenticator::client_certificates())),
+            authenticator: mtls_clients
+                .map(|clients| (Arc::new(Authenticator::client_certificates()), clients)),
         }
     }
 
     async fn admit<R>(&self, request: &Request<R>) -> Result<(), Status> {
-        let Some(authenticator) = &self.authenticator else {
+        let Some((authenticator, clients)) = &self.authenticator else {
             return Ok(());
         };
         match authenticator
             .authenticate(request.metadata(), request.extensions())
             .await?
         {
-            Authenticated::Peer(_) => Ok(()),
+            Authenticated::Peer(peer) => {
+                if peer
+                    .dns_names
+                    .iter()
+                    .chain(&peer.uris)
+                    .any(|n| clients.contains(n))
+                {
+                    Ok(())
+                } else {
+                    Err(Status::permission_denied(format!(
+                        "{peer} is not an --admin-client of this Tessera"
+                    )))
+                }
+            }
             Authenticated::Unauthenticated => Err(Status::unauthenticated(
                 "the admin API needs a verified client certificate",
             )),

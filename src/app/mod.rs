@@ -58,6 +58,8 @@ pub struct ServeOptions {
     pub admin_address: SocketAddr,
     /// `--admin-grpc-address`: the admin gRPC API (loopback, or mTLS like xDS).
     pub admin_grpc_address: SocketAddr,
+    /// `--admin-client`: certificate SANs admitted to the admin gRPC API under mTLS.
+    pub admin_clients: Vec<String>,
     pub tls: Option<XdsTls>,
     pub insecure_xds: bool,
     /// `--xds-token-auth` (Kubernetes mode): every xDS stream must carry a ServiceAccount
@@ -115,6 +117,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
              triggers credential refreshes. Use a loopback --admin-grpc-address, or give --xds-tls-cert, \
              --xds-tls-key and --xds-client-ca (the admin API then needs a client certificate from that CA)",
             opts.admin_grpc_address
+        );
+    }
+    if admin_mtls && opts.admin_clients.is_empty() {
+        warn!(
+            address = %opts.admin_grpc_address,
+            "the admin gRPC API has mTLS and no --admin-client: it admits no caller (Envoys' certificates come from the same CA and must not operate Tessera)"
         );
     }
     if opts.tls.is_none() {
@@ -206,7 +214,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let (xds, tls) = xds_server(&opts, state.clone(), token_review).await?;
     let admin_grpc = admin_grpc_server(
         opts.admin_grpc_address,
-        AdminService::new(state.clone(), refresh_tx, admin_mtls),
+        AdminService::new(
+            state.clone(),
+            refresh_tx,
+            admin_mtls.then(|| opts.admin_clients.clone()),
+        ),
         tls.clone().filter(|_| admin_mtls),
     )
     .await?;

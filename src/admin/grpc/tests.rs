@@ -49,7 +49,7 @@ fn state() -> Arc<AppState> {
 
 fn service(state: &Arc<AppState>) -> (AdminService, mpsc::Receiver<RefreshRequest>) {
     let (tx, rx) = mpsc::channel(1);
-    (AdminService::new(state.clone(), tx, false), rx)
+    (AdminService::new(state.clone(), tx, None), rx)
 }
 
 #[tokio::test]
@@ -212,7 +212,7 @@ async fn a_refresh_returns_after_the_push_and_can_wait_for_acks() {
         tracker.registry.credentials.acked(stream, "2");
     });
     let (tx, rx) = mpsc::channel(1);
-    let admin = AdminService::new(state.clone(), tx, false);
+    let admin = AdminService::new(state.clone(), tx, None);
     engine(state.clone(), rx, Some("00000000000000c3"));
     let answer = admin
         .refresh_credential(Request::new(pb::RefreshCredentialRequest {
