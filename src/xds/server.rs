@@ -943,6 +943,9 @@ impl Protocol for Delta {
             } else {
                 state.subscribed.remove(name.as_str());
                 state.known.remove(name.as_str());
+                if type_url::carries_credentials(t) {
+                    stream.registry.credentials.released(stream.id, &name);
+                }
             }
         }
         if stream.sent_nonce(&req.response_nonce) {

@@ -361,6 +361,26 @@ impl Tracker {
         }
     }
 
+    /// Records that stream `stream` no longer watches credential `name` (a Delta
+    /// unsubscribe): it stops counting among the nodes that need it.
+    pub fn released(&self, stream: u64, name: &str) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(&id) = inner.ids.get(name) else {
+            return;
+        };
+        let Some(s) = inner.streams.get_mut(&stream) else {
+            return;
+        };
+        let Ok(at) = s.slots.binary_search_by_key(&id, |slot| slot.id) else {
+            return;
+        };
+        let slot = s.slots.remove(at);
+        inner.unslot(slot);
+        drop(guard);
+        self.changed();
+    }
+
     /// Forgets a closed stream; the nodes left may now all hold a version.
     pub fn close(&self, stream: u64) {
         let mut inner = self.lock();

@@ -123,3 +123,29 @@ fn versions_are_kept_exactly_when_keyed() {
     assert_ne!(version_id("short"), version_id("other"));
     assert_ne!(version_id(""), 0);
 }
+
+#[test]
+fn a_delta_unsubscribe_stops_counting_the_node() {
+    let t = Tracker::default();
+    let k1 = secret("credential/k", V1);
+    let k2 = secret("credential/k", V2);
+    t.published("credential/k", "k", V1);
+    for stream in [1, 2] {
+        t.sent(stream, "1", SECRET, &[&k1], false);
+        t.acked(stream, "1");
+    }
+    t.published("credential/k", "k", V2);
+    t.sent(1, "2", SECRET, &[&k2], false);
+    t.sent(2, "2", SECRET, &[&k2], false);
+    t.acked(1, "2");
+    assert_eq!(t.progress("credential/k").unwrap().nodes_current, 1);
+    // Stream 2's cluster went away: it unsubscribed and will never ACK the new value.
+    t.released(2, "credential/k");
+    let p = t.progress("credential/k").unwrap();
+    assert_eq!((p.nodes_current, p.nodes_total), (1, 1));
+    assert_eq!(t.propagation()[2].count, 1, "100 % reached");
+    // Unknown names and streams are ignored.
+    t.released(9, "credential/k");
+    t.released(1, "credential/none");
+    assert_eq!(t.progress("credential/k").unwrap().nodes_total, 1);
+}
