@@ -703,6 +703,7 @@ async fn under_the_unified_mux_a_refused_partial_rotation_is_resent_whole() {
         runtime["entries"]["envoy.reloadable_features.unified_mux"]["final_value"], "true",
         "the runtime flag is on: {runtime}"
     );
+    let nacks = |status: &serde_json::Value| status["streams"][0]["types"]["sds"]["nacks"].as_u64();
     for i in 1..=2 {
         write_atomic(&s.config.join("a-key.key"), &format!("a-{i}\n"));
         eventually("the rotated key in use", DEADLINE, || async {
@@ -710,9 +711,20 @@ async fn under_the_unified_mux_a_refused_partial_rotation_is_resent_whole() {
         })
         .await;
         assert_eq!(key_for(&s, "mistral-large").await, "Bearer b-0");
+        // Envoy applies the key it was sent and then refuses the update: wait for that refusal
+        // to reach Tessera before the next rotation.
+        eventually("the first partial update refused", DEADLINE, || async {
+            (nacks(&s.tessera.status().await) == Some(1)).then_some(())
+        })
+        .await;
     }
-    // One refusal (the first partial answer); the second rotation went out whole.
-    let nacks = |status: &serde_json::Value| status["streams"][0]["types"]["sds"]["nacks"].as_u64();
-    let status = s.tessera.status().await;
+    // One refusal (the first partial answer); the second rotation went out whole and was
+    // ACKed: what Envoy last acknowledged is what it was last sent.
+    let status = eventually("the second rotation acknowledged", DEADLINE, || async {
+        let status = s.tessera.status().await;
+        let sds = &status["streams"][0]["types"]["sds"];
+        (sds["acked"] == sds["sent"]).then_some(status)
+    })
+    .await;
     assert_eq!(nacks(&status), Some(1), "{status}");
 }

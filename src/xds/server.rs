@@ -875,7 +875,7 @@ struct DeltaType {
     wildcard: bool,
     subscribed: BTreeSet<Arc<str>>,
     /// What the node holds (or was last sent): name → set key of name and version.
-    known: HashMap<Arc<str>, u64>,
+    known: Known,
     /// Whether this type needs no first answer: a new node's wildcard subscription is
     /// answered once, even with nothing, or Envoy never finishes initializing.
     answered: bool,
@@ -921,7 +921,8 @@ impl Protocol for Delta {
                     let key = resource_set_key(&name, &version);
                     (snapshot.intern(name), key)
                 })
-                .collect(),
+                .collect::<HashMap<_, _>>()
+                .into(),
             ..Default::default()
         });
         let fresh = !state.started;
@@ -980,7 +981,7 @@ impl Protocol for Delta {
             let gateway = snapshot.gateway_for(&stream.node)?;
             let updated: Vec<Arc<Resource>> =
                 changed_credentials(snapshot, gateway, t, changed, &state.subscribed)
-                    .filter(|r| state.known.get(r.name.as_str()) != Some(&r.set_key))
+                    .filter(|r| state.known.get(&r.name) != Some(r.set_key))
                     .cloned()
                     .collect();
             return Self::respond(stream, state, t, &updated, Vec::new(), false);
@@ -994,7 +995,7 @@ impl Protocol for Delta {
             // Unchanged before anything was sent: a reconnected node named these versions.
             let named: Vec<&Arc<Resource>> = visible
                 .iter()
-                .filter(|r| state.known.get(r.name.as_str()) == Some(&r.set_key))
+                .filter(|r| state.known.get(&r.name) == Some(r.set_key))
                 .collect();
             stream.registry.credentials.holds(stream.id, t, &named);
             state.claims_recorded = true;
@@ -1007,15 +1008,24 @@ impl Protocol for Delta {
             let names: BTreeSet<&str> = visible.iter().map(|r| r.name.as_str()).collect();
             state
                 .known
-                .keys()
-                .filter(|k| !names.contains(k.as_ref()))
-                .map(|k| k.to_string())
+                .names()
+                .into_iter()
+                .filter(|k| !names.contains(k))
+                .map(str::to_owned)
                 .collect()
         };
         removed.sort();
-        visible.retain(|r| state.known.get(r.name.as_str()) != Some(&r.set_key));
+        // After this answer a wildcard node holds its gateway's whole set: kept as a handle.
+        let whole = (type_url::is_wildcard(t) && state.wildcard)
+            .then(|| snapshot.gateway_for(&stream.node).cloned())
+            .flatten();
+        visible.retain(|r| state.known.get(&r.name) != Some(r.set_key));
         let first_wildcard_answer = state.wildcard && !state.answered;
-        Self::respond(stream, state, t, &visible, removed, first_wildcard_answer)
+        let response = Self::respond(stream, state, t, &visible, removed, first_wildcard_answer);
+        if let Some(gateway) = whole {
+            state.known.hold_whole(gateway, t);
+        }
+        response
     }
 }
 
@@ -1054,7 +1064,7 @@ impl Delta {
         );
         stream.record_sent(t, nonce.clone());
         // What the node holds of this type, in the terms of a SotW version.
-        let held = version_of(state.known.values().fold(0, |acc, k| acc ^ k));
+        let held = version_of(state.known.key());
         Some(Encoded::delta(&held, t, &nonce, updated, &removed))
     }
 }
@@ -1075,6 +1085,9 @@ fn decoded<M: prost::Message + Default + 'static>(
     });
     out
 }
+
+mod known;
+use known::Known;
 
 #[cfg(test)]
 mod ads_fuzz;
