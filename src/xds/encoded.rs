@@ -22,7 +22,7 @@ const DELTA_NONCE: u32 = 5;
 const DELTA_REMOVED: u32 = 6;
 
 /// One discovery response (SotW or Delta) as encoded pieces; written out by copying them.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Encoded {
     chunks: Vec<Bytes>,
     len: usize,
@@ -97,6 +97,16 @@ impl Encoded {
             buf.put_slice(c);
         }
         buf.freeze()
+    }
+}
+
+// The pieces carry secret values (SDS secrets, signer keys): never printed.
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoded")
+            .field("bytes", &self.len)
+            .field("resources", &self.resources)
+            .finish_non_exhaustive()
     }
 }
 
@@ -190,5 +200,19 @@ mod tests {
         assert_eq!(d.resources[0].name, "a");
         assert_eq!(d.resources[0].version, a.version);
         assert_eq!(d.resources[0].resource.as_ref(), Some(&a.any));
+    }
+
+    #[test]
+    fn debug_output_shows_sizes_not_the_secret_inside() {
+        let key = "sk-never-printed-7f3a";
+        let r = crate::translate::generic_secret(
+            "credential/a",
+            Some(&crate::model::SecretString::new(key)),
+        );
+        let e = Encoded::sotw("v", "t", "1", [&r]);
+        assert!(e.to_bytes().windows(key.len()).any(|w| w == key.as_bytes()));
+        let shown = format!("{e:?}");
+        assert!(!shown.contains(key), "{shown}");
+        assert!(shown.contains("resources: 1"), "{shown}");
     }
 }

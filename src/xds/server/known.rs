@@ -11,14 +11,16 @@ use std::sync::Arc;
 /// then hold no per-cluster entry each.
 #[derive(Debug)]
 pub(super) enum Known {
-    Names(HashMap<Arc<str>, u64>),
+    /// Per name, with the XOR of every key kept as it changes, so that a rotation's answer
+    /// does not fold over the whole map.
+    Names(HashMap<Arc<str>, u64>, u64),
     /// The gateway's whole set of this wildcard type (`CLUSTER` or `LISTENER`).
     Whole(Arc<GatewayConfig>, &'static str),
 }
 
 impl Default for Known {
     fn default() -> Self {
-        Self::Names(HashMap::new())
+        Self::Names(HashMap::new(), 0)
     }
 }
 
@@ -35,7 +37,7 @@ impl Known {
     /// The set key held for `name`.
     pub fn get(&self, name: &str) -> Option<u64> {
         match self {
-            Self::Names(map) => map.get(name).copied(),
+            Self::Names(map, _) => map.get(name).copied(),
             Self::Whole(g, t) => Self::whole(g, t).resources.get(name).map(|r| r.set_key),
         }
     }
@@ -43,7 +45,7 @@ impl Known {
     /// Every name held.
     pub fn names(&self) -> Vec<&str> {
         match self {
-            Self::Names(map) => map.keys().map(|k| &**k).collect(),
+            Self::Names(map, _) => map.keys().map(|k| &**k).collect(),
             Self::Whole(g, t) => Self::whole(g, t)
                 .resources
                 .keys()
@@ -55,37 +57,44 @@ impl Known {
     /// The XOR of every set key held (a SotW-style version of what the node holds).
     pub fn key(&self) -> u64 {
         match self {
-            Self::Names(map) => map.values().fold(0, |acc, k| acc ^ k),
+            Self::Names(_, key) => *key,
             Self::Whole(g, t) => {
                 crate::xds::resource::set_key(Self::whole(g, t).resources.values())
             }
         }
     }
 
-    /// The per-name map, made from the whole set if that is what is held.
-    fn names_mut(&mut self) -> &mut HashMap<Arc<str>, u64> {
+    /// The per-name map and its key, made from the whole set if that is what is held.
+    fn names_mut(&mut self) -> (&mut HashMap<Arc<str>, u64>, &mut u64) {
         if let Self::Whole(g, t) = self {
-            let map = Self::whole(g, t)
+            let map: HashMap<Arc<str>, u64> = Self::whole(g, t)
                 .resources
                 .values()
                 .map(|r| (r.shared_name.clone(), r.set_key))
                 .collect();
-            *self = Self::Names(map);
+            *self = map.into();
         }
         match self {
-            Self::Names(map) => map,
+            Self::Names(map, key) => (map, key),
             Self::Whole(..) => unreachable!("just made a map"),
         }
     }
 
     /// Records that `name` is held at `key`.
     pub fn insert(&mut self, name: Arc<str>, key: u64) {
-        self.names_mut().insert(name, key);
+        let (map, all) = self.names_mut();
+        if let Some(old) = map.insert(name, key) {
+            *all ^= old;
+        }
+        *all ^= key;
     }
 
     /// Records that `name` is no longer held.
     pub fn remove(&mut self, name: &str) {
-        self.names_mut().remove(name);
+        let (map, all) = self.names_mut();
+        if let Some(old) = map.remove(name) {
+            *all ^= old;
+        }
     }
 
     /// Records that the node holds exactly `gateway`'s whole set of wildcard type `t`.
@@ -96,7 +105,8 @@ impl Known {
 
 impl From<HashMap<Arc<str>, u64>> for Known {
     fn from(map: HashMap<Arc<str>, u64>) -> Self {
-        Self::Names(map)
+        let key = map.values().fold(0, |acc, k| acc ^ k);
+        Self::Names(map, key)
     }
 }
 
@@ -137,10 +147,13 @@ mod tests {
         }
         whole.remove("a");
         map.remove("a");
-        assert!(matches!(whole, Known::Names(_)));
+        assert!(matches!(whole, Known::Names(..)));
         assert_eq!(whole.names(), ["b"]);
         assert_eq!(whole.key(), map.key());
         whole.insert("c".into(), 7);
         assert_eq!(whole.get("c"), Some(7));
+        // The kept key follows every change as a fold over the map would.
+        whole.insert("c".into(), 9);
+        assert_eq!(whole.key(), b.set_key ^ 9);
     }
 }
