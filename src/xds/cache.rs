@@ -130,7 +130,7 @@ impl State {
         &self,
         node: &NodeIdentity,
         type_url: &str,
-        requested: &'a BTreeSet<N>,
+        requested: &'a [N],
     ) -> Vec<&'a N> {
         if !type_url::carries_credentials(type_url) {
             return Vec::new();
@@ -176,7 +176,7 @@ impl State {
         &self,
         node: &NodeIdentity,
         type_url: &str,
-        requested: &BTreeSet<N>,
+        requested: &[N],
     ) -> Vec<Arc<Resource>> {
         let Some(gateway) = self.gateway_for(node) else {
             return Vec::new();

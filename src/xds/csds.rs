@@ -220,7 +220,6 @@ fn generic(short: &str, status: &TypeStatus) -> Option<GenericXdsConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn stream(node: &str, types: &[(&'static str, TypeStatus)]) -> StreamStatus {
         StreamStatus {
@@ -228,7 +227,7 @@ mod tests {
             node_cluster: "gw".to_owned(),
             identity: None,
             delta: false,
-            types: types.iter().cloned().collect::<BTreeMap<_, _>>(),
+            types: types.iter().cloned().collect(),
         }
     }
 

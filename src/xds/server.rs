@@ -406,7 +406,7 @@ impl StreamState {
 
     /// Counts each credential name the node asked for without its gateway referencing it,
     /// once per stream: a misconfiguration, or a probe for another gateway's credentials.
-    fn note_unreferenced(&mut self, snapshot: &State, t: &str, requested: &BTreeSet<Arc<str>>) {
+    fn note_unreferenced(&mut self, snapshot: &State, t: &str, requested: &[Arc<str>]) {
         for name in snapshot.unreferenced(&self.node, t, requested) {
             if self.unreferenced.insert(name.clone()) {
                 self.registry
@@ -617,16 +617,15 @@ struct Sotw;
 
 #[derive(Default)]
 struct SotwType {
-    names: BTreeSet<Arc<str>>,
+    names: NameSet,
     /// Names the latest requests added: answered even when the version did not change,
     /// because Envoy keeps nothing for a name it stopped watching.
     added: BTreeSet<Arc<str>>,
     sent_version: Option<String>,
     sent_nonce: String,
     /// Credential types: the set key of what the node was last sent of each name, so that a
-    /// rotation can go out alone; `sent_key` is their XOR (the version sent).
-    sent: HashMap<Arc<str>, u64>,
-    sent_key: u64,
+    /// rotation can go out alone; its key is their XOR (the version sent).
+    sent: Known,
     /// Whether the last response carried only what changed.
     sent_partial: bool,
     /// Set once Envoy refused a response that carried only what changed: from then on this
@@ -665,17 +664,17 @@ impl Protocol for Sotw {
         let same = req.resource_names.len() == state.names.len() && {
             let mut asked: Vec<&str> = req.resource_names.iter().map(String::as_str).collect();
             asked.sort_unstable();
-            asked.iter().zip(&state.names).all(|(a, b)| *a == &**b)
+            asked.iter().zip(state.names.iter()).all(|(a, b)| *a == &**b)
         };
         let (added, names_changed) = if same {
             (Vec::new(), false)
         } else {
-            let names: BTreeSet<Arc<str>> = req
-                .resource_names
-                .into_iter()
-                .map(|n| snapshot.intern(n))
+            let names = NameSet::new(req.resource_names.into_iter().map(|n| snapshot.intern(n)));
+            let added: Vec<Arc<str>> = names
+                .iter()
+                .filter(|n| !state.names.contains(n))
+                .cloned()
                 .collect();
-            let added: Vec<Arc<str>> = names.difference(&state.names).cloned().collect();
             let changed = names != state.names;
             state.names = names;
             (added, changed)
@@ -756,13 +755,14 @@ impl Protocol for Sotw {
         let key = set_key(&visible);
         let version = version_of(key);
         let credentials = type_url::carries_credentials(t);
-        if credentials && state.sent_key != key {
+        if credentials && state.sent.key() != key {
             // Also after a reconnect that named the current version: what the node holds.
-            state.sent = visible
-                .iter()
-                .map(|r| (r.shared_name.clone(), r.set_key))
-                .collect();
-            state.sent_key = key;
+            state.sent = Known::new(
+                visible
+                    .iter()
+                    .map(|r| (r.shared_name.clone(), r.set_key))
+                    .collect(),
+            );
         }
         let newly_watched = visible.iter().any(|r| added.contains(r.name.as_str()));
         if state.sent_version.as_deref() == Some(version.as_str())
@@ -793,30 +793,22 @@ impl Sotw {
         changed: &BTreeSet<&str>,
     ) -> Option<Encoded> {
         let gateway = snapshot.gateway_for(&stream.node)?;
-        let mut key = state.sent_key;
-        let mut resources = Vec::new();
-        for r in changed_credentials(snapshot, gateway, t, changed, &state.names) {
-            let old = state.sent.get(r.name.as_str()).copied();
-            if old == Some(r.set_key) {
-                continue;
-            }
-            key ^= old.unwrap_or(0) ^ r.set_key;
-            state.sent.insert(r.shared_name.clone(), r.set_key);
-            resources.push(r.clone());
-        }
+        let resources: Vec<Arc<Resource>> =
+            changed_credentials(snapshot, gateway, t, changed, &state.names)
+                .filter(|r| state.sent.get(&r.name) != Some(r.set_key))
+                .cloned()
+                .collect();
         if resources.is_empty() {
             return None;
         }
-        state.sent_key = key;
+        let updated: Vec<(Arc<str>, u64)> = resources
+            .iter()
+            .map(|r| (r.shared_name.clone(), r.set_key))
+            .collect();
+        state.sent.apply(&updated, &[]);
         state.sent_partial = resources.len() < state.sent.len();
-        Some(Self::respond(
-            stream,
-            state,
-            t,
-            version_of(key),
-            &resources,
-            false,
-        ))
+        let version = version_of(state.sent.key());
+        Some(Self::respond(stream, state, t, version, &resources, false))
     }
 
     /// Sends `resources` at `version`; `whole` when they are every resource the node gets.
@@ -849,11 +841,11 @@ fn changed_credentials<'a>(
     gateway: &'a GatewayConfig,
     t: &'a str,
     changed: &'a BTreeSet<&str>,
-    subscribed: &'a BTreeSet<Arc<str>>,
+    subscribed: &'a NameSet,
 ) -> impl Iterator<Item = &'a Arc<Resource>> + 'a {
     changed
         .iter()
-        .filter(|n| gateway.credentials.contains(**n) && subscribed.contains(**n))
+        .filter(|n| gateway.credentials.contains(**n) && subscribed.contains(n))
         .filter_map(|n| snapshot.credentials.get(*n))
         .filter(move |r| r.any.type_url == t)
 }
@@ -873,7 +865,7 @@ struct Delta;
 #[derive(Default)]
 struct DeltaType {
     wildcard: bool,
-    subscribed: BTreeSet<Arc<str>>,
+    subscribed: NameSet,
     /// What the node holds (or was last sent): name → set key of name and version.
     known: Known,
     /// Whether this type needs no first answer: a new node's wildcard subscription is
@@ -914,39 +906,57 @@ impl Protocol for Delta {
             // A node that holds resources is past initializing: it needs no empty answer.
             answered: !req.initial_resource_versions.is_empty(),
             // What a reconnecting node already holds is not sent again.
-            known: req
-                .initial_resource_versions
-                .into_iter()
-                .map(|(name, version)| {
-                    let key = resource_set_key(&name, &version);
-                    (snapshot.intern(name), key)
-                })
-                .collect::<HashMap<_, _>>()
-                .into(),
+            known: Known::new(
+                req.initial_resource_versions
+                    .into_iter()
+                    .map(|(name, version)| {
+                        let key = resource_set_key(&name, &version);
+                        (snapshot.intern(name), key)
+                    })
+                    .collect(),
+            ),
             ..Default::default()
         });
         let fresh = !state.started;
         let changes_subscription =
             !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty();
         state.started = true;
-        for name in req.resource_names_subscribe {
-            if name == "*" {
-                state.wildcard = true;
-            } else {
-                state.subscribed.insert(snapshot.intern(name));
-                // Checked per name so a huge request never grows the set past the limit.
-                stream.check_names(t, state.subscribed.len())?;
-            }
+        let subscribe: Vec<String> = req
+            .resource_names_subscribe
+            .into_iter()
+            .filter(|name| {
+                let star = name == "*";
+                state.wildcard |= star;
+                !star
+            })
+            .collect();
+        // A request past the limit on its own is refused before any set is built from it.
+        stream.check_names(t, subscribe.len())?;
+        let unsubscribe: Vec<&str> = req
+            .resource_names_unsubscribe
+            .iter()
+            .map(String::as_str)
+            .filter(|name| {
+                let star = *name == "*";
+                state.wildcard &= !star;
+                !star
+            })
+            .collect();
+        if !subscribe.is_empty() || !unsubscribe.is_empty() {
+            let added = subscribe.into_iter().map(|n| snapshot.intern(n));
+            let subscribed = state.subscribed.changed(added, &unsubscribe);
+            stream.check_names(t, subscribed.len())?;
+            state.subscribed = subscribed;
+            let held: Vec<&str> = unsubscribe
+                .iter()
+                .copied()
+                .filter(|n| state.known.get(n).is_some())
+                .collect();
+            state.known.apply(&[], &held);
         }
-        for name in req.resource_names_unsubscribe {
-            if name == "*" {
-                state.wildcard = false;
-            } else {
-                state.subscribed.remove(name.as_str());
-                state.known.remove(name.as_str());
-                if type_url::carries_credentials(t) {
-                    stream.registry.credentials.released(stream.id, &name);
-                }
+        if type_url::carries_credentials(t) {
+            for name in &unsubscribe {
+                stream.registry.credentials.released(stream.id, name);
             }
         }
         if stream.sent_nonce(&req.response_nonce) {
@@ -1044,12 +1054,12 @@ impl Delta {
             return None;
         }
         state.answered = true;
-        for r in updated {
-            state.known.insert(r.shared_name.clone(), r.set_key);
-        }
-        for name in &removed {
-            state.known.remove(name.as_str());
-        }
+        let held: Vec<(Arc<str>, u64)> = updated
+            .iter()
+            .map(|r| (r.shared_name.clone(), r.set_key))
+            .collect();
+        let gone: Vec<&str> = removed.iter().map(String::as_str).collect();
+        state.known.apply(&held, &gone);
         let nonce = stream.next_nonce();
         if type_url::carries_credentials(t) && !updated.is_empty() {
             let carried: Vec<&Arc<Resource>> = updated.iter().collect();
@@ -1087,7 +1097,9 @@ fn decoded<M: prost::Message + Default + 'static>(
 }
 
 mod known;
+mod names;
 use known::Known;
+use names::NameSet;
 
 #[cfg(test)]
 mod ads_fuzz;

@@ -1,30 +1,57 @@
-//! What a Delta node holds of one type.
+//! What a node holds of one type (Delta), or was last sent of it (SotW credentials).
 
+use super::names::{self, NameSet};
 use crate::xds::cache::{GatewayConfig, TypeSet};
 use crate::xds::resource::type_url;
-use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Name → set key (name and version) of what a node holds of one type. A node that holds a
-/// wildcard type's whole set as its gateway has it (clusters and listeners, nearly always)
-/// keeps only a handle to that set, shared by every stream of the gateway: a fleet's streams
-/// then hold no per-cluster entry each.
+/// Name → set key (name and version) of what a node holds of one type.
+///
+/// Per name, the names and the keys are kept apart, each shared with every stream that holds
+/// the same ones (see [`names`]): a fleet's streams hold the same 100 secrets at the same
+/// versions, so each keeps two pointers instead of a map. A node that holds a wildcard type's
+/// whole set as its gateway has it (clusters and listeners, nearly always) keeps only a handle
+/// to that set.
 #[derive(Debug)]
 pub(super) enum Known {
-    /// Per name, with the XOR of every key kept as it changes, so that a rotation's answer
-    /// does not fold over the whole map.
-    Names(HashMap<Arc<str>, u64>, u64),
+    /// Per name: sorted names and, aligned with them, the keys held; with the XOR of every key,
+    /// so that a rotation's answer does not fold over the whole set.
+    Names {
+        names: NameSet,
+        keys: Arc<[u64]>,
+        all: u64,
+    },
     /// The gateway's whole set of this wildcard type (`CLUSTER` or `LISTENER`).
     Whole(Arc<GatewayConfig>, &'static str),
 }
 
 impl Default for Known {
     fn default() -> Self {
-        Self::Names(HashMap::new(), 0)
+        Self::new(Vec::new())
     }
 }
 
 impl Known {
+    /// Holding `pairs` of name and key (a later pair for a name wins).
+    pub fn new(mut pairs: Vec<(Arc<str>, u64)>) -> Self {
+        // Stable: of repeated names, the last pair is kept.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut deduped: Vec<(Arc<str>, u64)> = Vec::with_capacity(pairs.len());
+        for pair in pairs {
+            match deduped.last_mut() {
+                Some(last) if last.0 == pair.0 => *last = pair,
+                _ => deduped.push(pair),
+            }
+        }
+        let all = deduped.iter().fold(0, |acc, (_, k)| acc ^ k);
+        let (names, keys): (Vec<Arc<str>>, Vec<u64>) = deduped.into_iter().unzip();
+        Self::Names {
+            names: NameSet::new(names),
+            keys: names::keys(keys),
+            all,
+        }
+    }
+
     /// The set a `Whole` stands for.
     fn whole<'a>(gateway: &'a GatewayConfig, t: &str) -> &'a TypeSet {
         if t == type_url::LISTENER {
@@ -37,7 +64,7 @@ impl Known {
     /// The set key held for `name`.
     pub fn get(&self, name: &str) -> Option<u64> {
         match self {
-            Self::Names(map, _) => map.get(name).copied(),
+            Self::Names { names, keys, .. } => names.position(name).ok().map(|i| keys[i]),
             Self::Whole(g, t) => Self::whole(g, t).resources.get(name).map(|r| r.set_key),
         }
     }
@@ -45,7 +72,7 @@ impl Known {
     /// Every name held.
     pub fn names(&self) -> Vec<&str> {
         match self {
-            Self::Names(map, _) => map.keys().map(|k| &**k).collect(),
+            Self::Names { names, .. } => names.iter().map(|n| &**n).collect(),
             Self::Whole(g, t) => Self::whole(g, t)
                 .resources
                 .keys()
@@ -54,59 +81,82 @@ impl Known {
         }
     }
 
+    /// How many names are held.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Names { names, .. } => names.len(),
+            Self::Whole(g, t) => Self::whole(g, t).resources.len(),
+        }
+    }
+
     /// The XOR of every set key held (a SotW-style version of what the node holds).
     pub fn key(&self) -> u64 {
         match self {
-            Self::Names(_, key) => *key,
+            Self::Names { all, .. } => *all,
             Self::Whole(g, t) => {
                 crate::xds::resource::set_key(Self::whole(g, t).resources.values())
             }
         }
     }
 
-    /// The per-name map and its key, made from the whole set if that is what is held.
-    fn names_mut(&mut self) -> (&mut HashMap<Arc<str>, u64>, &mut u64) {
-        if let Self::Whole(g, t) = self {
-            let map: HashMap<Arc<str>, u64> = Self::whole(g, t)
+    /// Every name and key held.
+    fn pairs(&self) -> Vec<(Arc<str>, u64)> {
+        match self {
+            Self::Names { names, keys, .. } => {
+                names.iter().cloned().zip(keys.iter().copied()).collect()
+            }
+            Self::Whole(g, t) => Self::whole(g, t)
                 .resources
                 .values()
                 .map(|r| (r.shared_name.clone(), r.set_key))
-                .collect();
-            *self = map.into();
+                .collect(),
         }
-        match self {
-            Self::Names(map, key) => (map, key),
-            Self::Whole(..) => unreachable!("just made a map"),
+    }
+
+    /// Records that `updated` are held at their keys and `removed` no longer are.
+    pub fn apply(&mut self, updated: &[(Arc<str>, u64)], removed: &[&str]) {
+        if updated.is_empty() && removed.is_empty() {
+            return;
         }
+        // A rotation: only keys of names already held change, and the names stay shared.
+        if removed.is_empty()
+            && let Self::Names { names, keys, all } = self
+            && let Some(at) = updated
+                .iter()
+                .map(|(n, _)| names.position(n).ok())
+                .collect::<Option<Vec<usize>>>()
+        {
+            let mut new = keys.to_vec();
+            for (i, (_, key)) in at.into_iter().zip(updated) {
+                *all ^= new[i] ^ key;
+                new[i] = *key;
+            }
+            *keys = names::keys(new);
+            return;
+        }
+        let mut pairs = self.pairs();
+        pairs.retain(|(n, _)| !removed.contains(&&**n));
+        pairs.extend(updated.iter().cloned());
+        *self = Self::new(pairs);
     }
 
     /// Records that `name` is held at `key`.
+    #[cfg(test)]
     pub fn insert(&mut self, name: Arc<str>, key: u64) {
-        let (map, all) = self.names_mut();
-        if let Some(old) = map.insert(name, key) {
-            *all ^= old;
-        }
-        *all ^= key;
+        self.apply(&[(name, key)], &[]);
     }
 
     /// Records that `name` is no longer held.
+    #[cfg(test)]
     pub fn remove(&mut self, name: &str) {
-        let (map, all) = self.names_mut();
-        if let Some(old) = map.remove(name) {
-            *all ^= old;
+        if self.get(name).is_some() {
+            self.apply(&[], &[name]);
         }
     }
 
     /// Records that the node holds exactly `gateway`'s whole set of wildcard type `t`.
     pub fn hold_whole(&mut self, gateway: Arc<GatewayConfig>, t: &'static str) {
         *self = Self::Whole(gateway, t);
-    }
-}
-
-impl From<HashMap<Arc<str>, u64>> for Known {
-    fn from(map: HashMap<Arc<str>, u64>) -> Self {
-        let key = map.values().fold(0, |acc, k| acc ^ k);
-        Self::Names(map, key)
     }
 }
 
@@ -133,10 +183,10 @@ mod tests {
         });
         let mut whole = Known::default();
         whole.hold_whole(g, type_url::CLUSTER);
-        let mut map = Known::from(HashMap::from([
-            (a.shared_name.clone(), a.set_key),
+        let mut map = Known::new(vec![
             (b.shared_name.clone(), b.set_key),
-        ]));
+            (a.shared_name.clone(), a.set_key),
+        ]);
         for k in [&whole, &map] {
             assert_eq!(k.get("a"), Some(a.set_key));
             assert_eq!(k.get("c"), None);
@@ -147,7 +197,7 @@ mod tests {
         }
         whole.remove("a");
         map.remove("a");
-        assert!(matches!(whole, Known::Names(..)));
+        assert!(matches!(whole, Known::Names { .. }));
         assert_eq!(whole.names(), ["b"]);
         assert_eq!(whole.key(), map.key());
         whole.insert("c".into(), 7);
@@ -155,5 +205,41 @@ mod tests {
         // The kept key follows every change as a fold over the map would.
         whole.insert("c".into(), 9);
         assert_eq!(whole.key(), b.set_key ^ 9);
+    }
+
+    #[test]
+    fn streams_holding_the_same_versions_share_one_copy_of_them() {
+        let pairs = |base: u64| -> Vec<(Arc<str>, u64)> {
+            (0..100)
+                .map(|i| (Arc::from(format!("secret-{i}")), base + i))
+                .collect()
+        };
+        let (mut a, mut b) = (Known::new(pairs(1)), Known::new(pairs(1)));
+        // A rotation reaches both streams.
+        a.insert("secret-7".into(), 999);
+        b.insert("secret-7".into(), 999);
+        let (
+            Known::Names {
+                names: na,
+                keys: ka,
+                all,
+            },
+            Known::Names {
+                names: nb, keys: kb, ..
+            },
+        ) = (&a, &b)
+        else {
+            panic!("per-name sets expected");
+        };
+        assert!(Arc::ptr_eq(ka, kb), "the keys after a rotation are shared");
+        assert_eq!(na, nb);
+        let fold = pairs(1)
+            .iter()
+            .map(|(n, k)| if &**n == "secret-7" { 999 } else { *k })
+            .fold(0, |acc, k| acc ^ k);
+        assert_eq!(*all, fold);
+        assert_eq!(a.get("secret-7"), Some(999));
+        assert_eq!(a.get("secret-8"), Some(9));
+        assert_eq!(a.len(), 100);
     }
 }
