@@ -9,6 +9,7 @@
 use super::identity::{Authenticated, allows};
 use super::resource::{Resource, set_version, type_url};
 use crate::model::XdsClient;
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -84,9 +85,11 @@ impl fmt::Display for Denial {
 #[derive(Debug, Default)]
 pub struct State {
     /// Gateways by the `node.cluster` they serve.
-    pub gateways: HashMap<String, Arc<GatewayConfig>>,
+    // Looked up on every event of every stream: hashed with Fx, not SipHash (the keys are
+    // the operator's configuration, not a client's choice).
+    pub gateways: FxHashMap<String, Arc<GatewayConfig>>,
     /// SDS secrets and ECDS extension configs by name.
-    pub credentials: HashMap<String, Arc<Resource>>,
+    pub credentials: FxHashMap<String, Arc<Resource>>,
     /// Whether the configuration is whole: loaded, with no object left out as invalid.
     /// While it is not, a node whose gateway is absent may be missing it only because of
     /// bad input, so it gets no answer at all: an empty CDS/LDS answer would drop its listeners.
@@ -203,6 +206,50 @@ impl State {
     }
 }
 
+/// One stream's wake-up on credential changes of its gateway. Dropping it, however the stream
+/// ends, releases it: node clusters are client-chosen names, so none may stay behind.
+#[derive(Debug)]
+pub struct Wakeup {
+    // Taken in `drop`, so that it no longer counts when the release looks.
+    rx: Option<watch::Receiver<()>>,
+    wakeups: Arc<Wakeups>,
+    node_cluster: String,
+}
+
+impl Wakeup {
+    /// Resolves once a referenced credential changed since the last call; an error when the
+    /// cache is gone.
+    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+        match self.rx.as_mut() {
+            Some(rx) => rx.changed().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Whether a referenced credential changed since the last look (for tests).
+    #[cfg(test)]
+    pub fn has_changed(&self) -> bool {
+        self.rx
+            .as_ref()
+            .is_some_and(|rx| rx.has_changed().unwrap_or(false))
+    }
+
+    /// Marks the current change as seen (for tests).
+    #[cfg(test)]
+    pub fn mark_unchanged(&mut self) {
+        if let Some(rx) = self.rx.as_mut() {
+            rx.mark_unchanged();
+        }
+    }
+}
+
+impl Drop for Wakeup {
+    fn drop(&mut self) {
+        drop(self.rx.take());
+        self.wakeups.release(&self.node_cluster);
+    }
+}
+
 /// Shared handle to the served state.
 #[derive(Debug)]
 pub struct Cache {
@@ -216,22 +263,36 @@ pub struct Cache {
 pub struct Wakeups(Mutex<HashMap<String, watch::Sender<()>>>);
 
 impl Wakeups {
-    /// A receiver that wakes when a credential referenced by the gateway of `node_cluster`
-    /// changes. Call [`Wakeups::release`] with the same name once it is dropped.
-    pub fn watch(&self, node_cluster: &str) -> watch::Receiver<()> {
+    /// A wake-up for when a credential referenced by the gateway of `node_cluster` changes;
+    /// it stops counting once dropped.
+    pub fn watch(self: &Arc<Self>, node_cluster: &str) -> Wakeup {
         let mut senders = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        match senders.get(node_cluster) {
+        let rx = match senders.get(node_cluster) {
             Some(tx) => tx.subscribe(),
             None => {
                 let (tx, rx) = watch::channel(());
                 senders.insert(node_cluster.to_owned(), tx);
                 rx
             }
+        };
+        Wakeup {
+            rx: Some(rx),
+            wakeups: self.clone(),
+            node_cluster: node_cluster.to_owned(),
         }
     }
 
+    /// The node clusters with a live wake-up (for tests).
+    #[cfg(test)]
+    pub fn clusters(&self) -> Vec<String> {
+        let senders = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut clusters: Vec<String> = senders.keys().cloned().collect();
+        clusters.sort();
+        clusters
+    }
+
     /// Forgets the wake-up of `node_cluster` when no stream listens to it any more.
-    pub fn release(&self, node_cluster: &str) {
+    fn release(&self, node_cluster: &str) {
         let mut senders = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if senders
             .get(node_cluster)
@@ -301,7 +362,7 @@ impl Cache {
         complete: bool,
     ) {
         self.apply(
-            Some((gateways, complete)),
+            Some((gateways.into_iter().collect(), complete)),
             credentials.into_iter().collect(),
         );
     }
@@ -314,7 +375,7 @@ impl Cache {
     /// Applies a change; only a configuration change notifies every stream.
     fn apply(
         &self,
-        config: Option<(HashMap<String, Arc<GatewayConfig>>, bool)>,
+        config: Option<(FxHashMap<String, Arc<GatewayConfig>>, bool)>,
         credentials: Vec<Arc<Resource>>,
     ) -> bool {
         let mut notify: Vec<String> = Vec::new();
@@ -378,9 +439,9 @@ impl Cache {
 
 /// `current` with `updates` applied, and the names of the resources that actually changed.
 fn merged(
-    current: &HashMap<String, Arc<Resource>>,
+    current: &FxHashMap<String, Arc<Resource>>,
     updates: Vec<Arc<Resource>>,
-) -> (HashMap<String, Arc<Resource>>, Vec<String>) {
+) -> (FxHashMap<String, Arc<Resource>>, Vec<String>) {
     let mut map = current.clone();
     let mut changed = Vec::new();
     for r in updates {

@@ -1,6 +1,7 @@
 //! What every connected Envoy has been sent and has acknowledged, for the admin API and tests.
 
 use dashmap::DashMap;
+use rustc_hash::FxBuildHasher;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -183,7 +184,7 @@ pub struct Refusal {
 #[derive(Debug, Default)]
 pub struct Registry {
     next_id: AtomicU64,
-    pub streams: DashMap<u64, StreamStatus>,
+    pub streams: DashMap<u64, StreamStatus, FxBuildHasher>,
     pub nacks_total: AtomicU64,
     /// NACKs by short xDS type (a fixed set: `type_url::short`).
     pub nacks_by_type: DashMap<&'static str, u64>,

@@ -19,7 +19,7 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use prost::Message;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// Names requests draw from: the gateways' own, another gateway's, and hostile ones.
 const NAMES: [&str; 9] = [
@@ -338,7 +338,7 @@ fn fuzz_sotw(ops: Vec<Op>) -> Reached {
     let mut snap = snapshot(&cache, 0, 0);
     let mut sent = Sent::default();
     let mut stream: Option<StreamState> = None;
-    let mut types: HashMap<&'static str, SotwType> = HashMap::new();
+    let mut types: FxHashMap<&'static str, SotwType> = FxHashMap::default();
     let mut asked: HashMap<String, BTreeSet<String>> = HashMap::new();
     // The names each type's latest response answered: a NACK that asks for the same ones
     // has nothing new to be answered with.
@@ -442,7 +442,7 @@ fn fuzz_delta(ops: Vec<Op>) -> Reached {
     let mut snap = snapshot(&cache, 0, 0);
     let mut sent = Sent::default();
     let mut stream: Option<StreamState> = None;
-    let mut types: HashMap<&'static str, DeltaType> = HashMap::new();
+    let mut types: FxHashMap<&'static str, DeltaType> = FxHashMap::default();
     for op in ops {
         let (mut event, quiet_nack) = match op {
             Op::Change(v, r) => {

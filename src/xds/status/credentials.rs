@@ -6,7 +6,7 @@
 //! interned ids and 64-bit versions are kept (16 bytes a credential), never a name.
 
 use super::super::resource::{Resource, type_url};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 use tokio::sync::watch;
