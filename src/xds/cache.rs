@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
+use tokio_stream::wrappers::WatchStream;
 
 // Credential changes remembered for streams catching up; a stream further behind re-diffs all.
 const CHANGE_LOG: usize = 64;
@@ -208,44 +209,42 @@ impl State {
 
 /// One stream's wake-up on credential changes of its gateway. Dropping it, however the stream
 /// ends, releases it: node clusters are client-chosen names, so none may stay behind.
-#[derive(Debug)]
+///
+/// A stream of changes (ending when the cache is gone). It keeps its wait registered between
+/// polls: a stream's loop looks at it after every request, and registering anew each time
+/// would take the gateway-wide waiter list's lock twice per ACK, at every node.
 pub struct Wakeup {
     // Taken in `drop`, so that it no longer counts when the release looks.
-    rx: Option<watch::Receiver<()>>,
+    changes: Option<WatchStream<()>>,
     wakeups: Arc<Wakeups>,
     node_cluster: String,
 }
 
-impl Wakeup {
-    /// Resolves once a referenced credential changed since the last call; an error when the
-    /// cache is gone.
-    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
-        match self.rx.as_mut() {
-            Some(rx) => rx.changed().await,
-            None => std::future::pending().await,
-        }
+impl fmt::Debug for Wakeup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wakeup")
+            .field("node_cluster", &self.node_cluster)
+            .finish_non_exhaustive()
     }
+}
 
-    /// Whether a referenced credential changed since the last look (for tests).
-    #[cfg(test)]
-    pub fn has_changed(&self) -> bool {
-        self.rx
-            .as_ref()
-            .is_some_and(|rx| rx.has_changed().unwrap_or(false))
-    }
+impl futures::Stream for Wakeup {
+    type Item = ();
 
-    /// Marks the current change as seen (for tests).
-    #[cfg(test)]
-    pub fn mark_unchanged(&mut self) {
-        if let Some(rx) = self.rx.as_mut() {
-            rx.mark_unchanged();
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<()>> {
+        match self.changes.as_mut() {
+            Some(changes) => std::pin::Pin::new(changes).poll_next(cx),
+            None => std::task::Poll::Ready(None),
         }
     }
 }
 
 impl Drop for Wakeup {
     fn drop(&mut self) {
-        drop(self.rx.take());
+        drop(self.changes.take());
         self.wakeups.release(&self.node_cluster);
     }
 }
@@ -276,7 +275,7 @@ impl Wakeups {
             }
         };
         Wakeup {
-            rx: Some(rx),
+            changes: Some(WatchStream::from_changes(rx)),
             wakeups: self.clone(),
             node_cluster: node_cluster.to_owned(),
         }

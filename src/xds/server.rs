@@ -24,6 +24,7 @@ use std::task::{Context, Poll};
 use std::sync::atomic::Ordering;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tonic::{Request, Response, Status};
+use tokio_stream::wrappers::WatchStream;
 use tracing::{debug, info, warn};
 
 /// The tonic service; one task per stream.
@@ -180,17 +181,21 @@ impl<F: Future<Output = ()>> Stream for Driven<F> {
     type Item = Result<Encoded, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        // What the loop already made goes out before it runs again.
-        if let Poll::Ready(Some(item)) = self.out.poll_recv(cx) {
-            return Poll::Ready(Some(item));
+        // What the loop already made goes out before it runs again. Only the loop sends, and
+        // it runs here: the channel is looked at, never waited on.
+        if !self.out.is_empty() {
+            return self.out.poll_recv(cx);
         }
         if let Some(run) = self.run.as_mut()
             && run.as_mut().poll(cx).is_ready()
         {
+            // Dropping the loop drops its sender: the channel ends once drained.
             self.run = None;
         }
-        // Ends once the loop has ended (its sender dropped) and everything it made is out.
-        self.out.poll_recv(cx)
+        if self.run.is_none() || !self.out.is_empty() {
+            return self.out.poll_recv(cx);
+        }
+        Poll::Pending
     }
 }
 
@@ -291,7 +296,7 @@ enum Event<R> {
 
 async fn next_event<R, S>(
     requests: &mut S,
-    cache: &mut watch::Receiver<Arc<State>>,
+    config: &mut WatchStream<Arc<State>>,
     credentials: &mut Wakeup,
 ) -> Event<R>
 where
@@ -306,13 +311,13 @@ where
             }
             None => Event::Closed,
         },
-        changed = cache.changed() => match changed {
-            Ok(()) => Event::Changed,
-            Err(_) => Event::Closed,
+        changed = config.next() => match changed {
+            Some(_) => Event::Changed,
+            None => Event::Closed,
         },
-        changed = credentials.changed() => match changed {
-            Ok(()) => Event::Changed,
-            Err(_) => Event::Closed,
+        changed = credentials.next() => match changed {
+            Some(()) => Event::Changed,
+            None => Event::Closed,
         },
     }
 }
@@ -481,7 +486,7 @@ impl Drop for StreamState {
 const MAX_SHOWN_VERSION: usize = 64;
 
 /// Serves one ADS stream until either side closes it.
-async fn run<P, S>(mut requests: S, out: mpsc::Sender<Result<Encoded, Status>>, mut ctx: StreamCtx)
+async fn run<P, S>(mut requests: S, out: mpsc::Sender<Result<Encoded, Status>>, ctx: StreamCtx)
 where
     P: Protocol,
     S: Stream<Item = Result<P::Req, Status>> + Unpin,
@@ -523,6 +528,8 @@ where
     }
     // Subscribed before the first look at the state, so no credential change falls between.
     let mut credentials = ctx.wakeups.watch(&node.cluster);
+    // Both change streams keep their wait registered between events (see `Wakeup`).
+    let mut config = WatchStream::from_changes(ctx.cache.clone());
     let mut stream = StreamState::open(node, &ctx.registry, ctx.limits, P::DELTA);
     info!(node = %stream.node.id, node_cluster = %stream.node.cluster, delta = P::DELTA, "ADS stream opened");
     let mut types: FxHashMap<&'static str, P::TypeState> = FxHashMap::default();
@@ -553,7 +560,7 @@ where
                 break;
             }
         }
-        event = next_event(&mut requests, &mut ctx.cache, &mut credentials).await;
+        event = next_event(&mut requests, &mut config, &mut credentials).await;
     }
 }
 

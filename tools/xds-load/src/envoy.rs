@@ -8,9 +8,10 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 /// A key rotation under way: the value written and when the file was replaced.
 #[derive(Debug)]
@@ -30,14 +31,16 @@ pub enum Event {
         at: Instant,
         bytes: u64,
     },
-    /// The stream received the secret of rotation `index`.
-    Rotated {
-        index: u32,
-        latency: Duration,
-        bytes: u64,
-    },
     /// The stream ended; the simulated Envoy does not reconnect.
     Failed { stream: u32, error: String },
+}
+
+/// A stream that received the secret of rotation `index`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reached {
+    pub index: u32,
+    pub latency: Duration,
+    pub bytes: u64,
 }
 
 /// State every simulated Envoy shares.
@@ -46,6 +49,12 @@ pub struct Shared {
     rotation: RwLock<Option<Arc<Rotation>>>,
     // Every stream of a gateway subscribes to the same names: one copy of each list.
     names: Mutex<HashSet<Arc<[String]>>>,
+    // Rotations are collected here, not sent as events: waking the run once per stream would
+    // cost the generator CPU the server it measures shares (the run wakes once, when all
+    // streams it waits for have been reached).
+    reached: Mutex<Vec<Reached>>,
+    wanted: AtomicUsize,
+    arrived: Notify,
 }
 
 impl Shared {
@@ -55,11 +64,51 @@ impl Shared {
             events,
             rotation: RwLock::new(None),
             names: Mutex::new(HashSet::new()),
+            reached: Mutex::new(Vec::new()),
+            wanted: AtomicUsize::new(usize::MAX),
+            arrived: Notify::new(),
         }
+    }
+
+    /// Records that a stream received the rotation under way.
+    fn reached(&self, reached: Reached) {
+        let mut all = self.reached.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.rotation().is_some_and(|r| r.index == reached.index) {
+            all.push(reached);
+            if all.len() >= self.wanted.load(Ordering::Relaxed) {
+                self.arrived.notify_one();
+            }
+        }
+    }
+
+    /// How many streams the rotation under way has reached.
+    pub fn reached_count(&self) -> usize {
+        self.reached
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Waits until `wanted` streams have been reached by the rotation under way (at once if
+    /// they have). May return early: check [`Shared::reached_count`].
+    pub async fn reached_by(&self, wanted: usize) {
+        self.wanted.store(wanted, Ordering::Relaxed);
+        if self.reached_count() >= wanted {
+            return;
+        }
+        self.arrived.notified().await;
+    }
+
+    /// The streams the rotation under way has reached so far, taken out.
+    pub fn take_reached(&self) -> Vec<Reached> {
+        std::mem::take(&mut *self.reached.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Makes `rotation` the one streams look for.
     pub fn set_rotation(&self, rotation: Rotation) {
+        let mut reached = self.reached.lock().unwrap_or_else(PoisonError::into_inner);
+        reached.clear();
+        self.wanted.store(usize::MAX, Ordering::Relaxed);
         *self
             .rotation
             .write()
@@ -391,7 +440,7 @@ impl Envoy {
             .any(|(_, any)| refs::secret_carries(any, &rotation.value))
         {
             self.rotation_seen = true;
-            self.shared.report(Event::Rotated {
+            self.shared.reached(Reached {
                 index: rotation.index,
                 latency: inc
                     .received_at

@@ -139,7 +139,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
                     last_ready = Some(at);
                 }
                 Some(Event::Failed { stream, error }) => tally.fail(stream, error),
-                Some(Event::Rotated { .. }) | None => {}
+                None => {}
             },
             _ = tokio::time::sleep_until(deadline) => break,
         }
@@ -170,22 +170,20 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
                     rotate_command(command.clone(), &shared, index, value).await?
                 }
             }
-            let mut latencies = Vec::with_capacity(expected);
-            let mut bytes = Vec::with_capacity(expected);
             let deadline = tokio::time::Instant::now() + plan.rotation_timeout;
-            while latencies.len() < tally.count(StreamState::Ready) {
+            while shared.reached_count() < tally.count(StreamState::Ready) {
                 tokio::select! {
+                    () = shared.reached_by(tally.count(StreamState::Ready)) => {}
                     event = events.recv() => match event {
-                        Some(Event::Rotated { index: i, latency, bytes: b, .. }) if i == index => {
-                            latencies.push(latency);
-                            bytes.push(b);
-                        }
                         Some(Event::Failed { stream, error }) => tally.fail(stream, error),
                         Some(_) | None => {}
                     },
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
+            let reached = shared.take_reached();
+            let mut latencies: Vec<Duration> = reached.iter().map(|r| r.latency).collect();
+            let bytes: Vec<u64> = reached.iter().map(|r| r.bytes).collect();
             all_latencies.extend_from_slice(&latencies);
             all_bytes.extend_from_slice(&bytes);
             rotations.push(RotationReport {

@@ -409,15 +409,15 @@ fn a_rotation_is_seen_only_with_the_new_value_and_counts_bytes_since_the_write()
         delta_response(type_url::SECRET, "n2", secrets("sk-old")),
     );
     assert!(
-        events.try_recv().is_err(),
+        shared.take_reached().is_empty(),
         "the old value is not the rotation"
     );
     let new = delta_response(type_url::SECRET, "n3", secrets("sk-new")[..1].to_vec());
     let new_size = new.size as u64;
     let old_size = delta_response(type_url::SECRET, "n2", secrets("sk-old")).size as u64;
     delta_step(&mut envoy, &mut wire, new);
-    let Ok(Event::Rotated { index, bytes, .. }) = events.try_recv() else {
-        panic!("rotation not seen");
+    let [Reached { index, bytes, .. }] = shared.take_reached()[..] else {
+        panic!("rotation not seen once");
     };
     assert_eq!(index, 1);
     assert_eq!(bytes, unrelated_size + old_size + new_size);
@@ -427,7 +427,8 @@ fn a_rotation_is_seen_only_with_the_new_value_and_counts_bytes_since_the_write()
         &mut wire,
         delta_response(type_url::SECRET, "n4", secrets("sk-new")),
     );
-    assert!(events.try_recv().is_err());
+    assert!(shared.take_reached().is_empty());
+    assert!(events.try_recv().is_err(), "no event for a rotation");
 
     // The next rotation starts its byte count afresh.
     shared.set_rotation(Rotation {
@@ -439,6 +440,40 @@ fn a_rotation_is_seen_only_with_the_new_value_and_counts_bytes_since_the_write()
     let newer_size = newer.size as u64;
     delta_step(&mut envoy, &mut wire, newer);
     assert!(
-        matches!(events.try_recv(), Ok(Event::Rotated { index: 2, bytes, .. }) if bytes == newer_size)
+        matches!(shared.take_reached()[..], [Reached { index: 2, bytes, .. }] if bytes == newer_size)
     );
+}
+
+#[tokio::test]
+async fn the_run_wakes_once_every_awaited_stream_was_reached() {
+    let (shared, _events) = shared();
+    shared.set_rotation(Rotation {
+        index: 1,
+        value: "sk-new".to_owned(),
+        written_at: Instant::now(),
+    });
+    let reached = |index| Reached {
+        index,
+        latency: Duration::from_millis(1),
+        bytes: 10,
+    };
+    let waiter = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            shared.reached_by(2).await;
+            shared.reached_count()
+        })
+    };
+    shared.reached(reached(1));
+    // A straggler of an earlier rotation does not count.
+    shared.reached(reached(0));
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished(), "one of two streams reached");
+    shared.reached(reached(1));
+    let count = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("woken once both were reached")
+        .unwrap();
+    assert_eq!(count, 2);
+    assert_eq!(shared.take_reached(), [reached(1), reached(1)]);
 }
