@@ -105,7 +105,29 @@ const DELTA_NODE: u32 = 1;
 /// `request` with its node (field `node_field`) cut down to [`NODE_KEPT`]; unchanged if it
 /// does not parse (the decoder then reports the error).
 fn lean_node(request: Bytes, node_field: u32) -> Bytes {
+    // Only the first request of a stream carries the node: the others (ACKs) pass uncopied.
+    if !has_field(&request, node_field) {
+        return request;
+    }
     lean(&request, node_field, |node| lean(node, 0, |_| None)).unwrap_or(request)
+}
+
+/// Whether `message` has field `field`; true if it does not parse (the slow path decides).
+fn has_field(message: &Bytes, field: u32) -> bool {
+    use prost::encoding::{DecodeContext, decode_key, skip_field};
+    let mut rest = message.clone();
+    while rest.has_remaining() {
+        let Ok((tag, wire_type)) = decode_key(&mut rest) else {
+            return true;
+        };
+        if tag == field {
+            return true;
+        }
+        if skip_field(wire_type, tag, &mut rest, DecodeContext::default()).is_err() {
+            return true;
+        }
+    }
+    false
 }
 
 /// Re-assembles `message` keeping every field but `field` (kept as `f` rewrites it), or, with

@@ -20,11 +20,11 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
-use tonic::{Request, Response, Status};
 use tokio_stream::wrappers::WatchStream;
+use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
 /// The tonic service; one task per stream.
@@ -142,7 +142,9 @@ impl AdsService {
         let (ctx, lifetime) = self.context(&head).await?;
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         let responses = Driven::new(run_sotw(requests, tx, ctx), rx);
-        Ok(Response::new(Box::pin(UntilReauth::new(responses, lifetime))))
+        Ok(Response::new(Box::pin(UntilReauth::new(
+            responses, lifetime,
+        ))))
     }
 
     /// Starts a Delta stream (`DeltaAggregatedResources`).
@@ -156,7 +158,9 @@ impl AdsService {
         let (ctx, lifetime) = self.context(&head).await?;
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         let responses = Driven::new(run_delta(requests, tx, ctx), rx);
-        Ok(Response::new(Box::pin(UntilReauth::new(responses, lifetime))))
+        Ok(Response::new(Box::pin(UntilReauth::new(
+            responses, lifetime,
+        ))))
     }
 }
 
@@ -705,11 +709,22 @@ impl Protocol for Sotw {
         let fresh = state.sent_nonce.is_empty();
         // Envoy repeats every watched name in every SotW request: the usual ACK names the
         // same set, which is checked without building a new one.
-        let same = req.resource_names.len() == state.names.len() && {
-            let mut asked: Vec<&str> = req.resource_names.iter().map(String::as_str).collect();
-            asked.sort_unstable();
-            asked.iter().zip(state.names.iter()).all(|(a, b)| *a == &**b)
-        };
+        // Envoy lists them sorted: compared in order first, sorted only if that fails.
+        let same = req.resource_names.len() == state.names.len()
+            && (req
+                .resource_names
+                .iter()
+                .zip(state.names.iter())
+                .all(|(a, b)| **a == **b)
+                || {
+                    let mut asked: Vec<&str> =
+                        req.resource_names.iter().map(String::as_str).collect();
+                    asked.sort_unstable();
+                    asked
+                        .iter()
+                        .zip(state.names.iter())
+                        .all(|(a, b)| *a == &**b)
+                });
         let (added, names_changed) = if same {
             (Vec::new(), false)
         } else {

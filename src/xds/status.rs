@@ -104,7 +104,10 @@ pub struct TypeStatuses(Vec<(&'static str, TypeStatus)>);
 impl TypeStatuses {
     /// The status of `short_type`, if the stream has it.
     pub fn get(&self, short_type: &str) -> Option<&TypeStatus> {
-        let at = self.0.binary_search_by(|(t, _)| (*t).cmp(short_type)).ok()?;
+        let at = self
+            .0
+            .binary_search_by(|(t, _)| (*t).cmp(short_type))
+            .ok()?;
         Some(&self.0[at].1)
     }
 

@@ -225,7 +225,9 @@ mod tests {
                 all,
             },
             Known::Names {
-                names: nb, keys: kb, ..
+                names: nb,
+                keys: kb,
+                ..
             },
         ) = (&a, &b)
         else {

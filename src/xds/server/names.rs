@@ -137,7 +137,10 @@ mod tests {
         let a = set(&["b", "a", "c", "a"]);
         let b = set(&["c", "b", "a"]);
         assert!(Arc::ptr_eq(&a.0, &b.0));
-        assert_eq!(&*a.iter().map(|n| &**n).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(
+            &*a.iter().map(|n| &**n).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
         assert!(a.contains("b") && !a.contains("d"));
         let changed = a.changed([Arc::from("d")], &["a"]);
         assert_eq!(changed, set(&["b", "c", "d"]));

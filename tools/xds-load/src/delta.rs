@@ -83,15 +83,18 @@ pub const PATH: &str =
 /// Plays `envoy` on `target` until the stream ends; returns why it ended.
 pub async fn run(target: &Target, node: Node, mut envoy: Envoy) -> anyhow::Result<()> {
     let mut wire = DeltaWire::new(node);
-    let mut stream = target.open(PATH, crate::MAX_MESSAGE).await?;
+    let (mut stream, mut connection) = target.open(PATH, crate::MAX_MESSAGE).await?;
     stream.send(&envoy.start(&mut wire))?;
     let mut out = Vec::new();
-    loop {
-        let (response, _) = stream.message::<DeltaDiscoveryResponse>().await?;
-        let received_at = Instant::now();
-        envoy.on_response(incoming(response, received_at), &mut wire, &mut out);
-        for request in out.drain(..) {
-            stream.send(&request)?;
+    crate::grpc::drive(&mut connection, async {
+        loop {
+            let (response, _) = stream.message::<DeltaDiscoveryResponse>().await?;
+            let received_at = Instant::now();
+            envoy.on_response(incoming(response, received_at), &mut wire, &mut out);
+            for request in out.drain(..) {
+                stream.send(&request)?;
+            }
         }
-    }
+    })
+    .await
 }

@@ -10,7 +10,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, Request};
 use prost::Message;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -53,20 +55,43 @@ pub enum StreamError {
     TooLarge(usize),
 }
 
+/// A stream's HTTP/2 connection, to be driven by [`drive`] in the stream's own task: one task
+/// per simulated Envoy instead of two, so a response and its ACK cost the generator (which
+/// shares the machine with the server it measures) no wake-up between tasks.
+pub type Connection = Pin<Box<dyn Future<Output = Result<(), h2::Error>> + Send>>;
+
+/// Runs `work` while driving `connection`; a connection that ends first is an error.
+pub async fn drive<T>(
+    connection: &mut Connection,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        result = work => result,
+        ended = connection => match ended {
+            Ok(()) => Err(anyhow::anyhow!("the server closed the connection")),
+            Err(e) => Err(anyhow::Error::new(e).context("the connection failed")),
+        },
+    }
+}
+
 impl Target {
-    /// Opens a connection and one bidirectional stream on `path` (`/package.Service/Method`).
-    pub async fn open(&self, path: &str, max_message: usize) -> anyhow::Result<GrpcStream> {
+    /// Opens a connection and one bidirectional stream on `path` (`/package.Service/Method`);
+    /// the connection must then be driven (see [`drive`]).
+    pub async fn open(
+        &self,
+        path: &str,
+        max_message: usize,
+    ) -> anyhow::Result<(GrpcStream, Connection)> {
         let tcp = TcpStream::connect(self.addr).await.context("connecting")?;
         tcp.set_nodelay(true)?;
         let mut builder = h2::client::Builder::new();
         builder
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW);
-        let (send_request, scheme) = match &self.tls {
+        let (send_request, mut connection, scheme): (_, Connection, _) = match &self.tls {
             None => {
                 let (send_request, connection) = builder.handshake(tcp).await?;
-                tokio::spawn(connection);
-                (send_request, "http")
+                (send_request, Box::pin(connection), "http")
             }
             Some((connector, name)) => {
                 let tls = connector
@@ -74,24 +99,31 @@ impl Target {
                     .await
                     .context("TLS handshake")?;
                 let (send_request, connection) = builder.handshake(tls).await?;
-                tokio::spawn(connection);
-                (send_request, "https")
+                (send_request, Box::pin(connection), "https")
             }
         };
         let request = Request::post(format!("{scheme}://{}{path}", self.addr))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
             .body(())?;
-        let mut send_request = send_request.ready().await?;
-        let (response, send) = send_request.send_request(request, false)?;
-        let response = response.await?;
-        check_status(response.status(), response.headers())?;
-        Ok(GrpcStream {
-            send,
-            recv: response.into_body(),
-            buf: BytesMut::new(),
-            max_message,
+        let response = drive(&mut connection, async {
+            let mut send_request = send_request.ready().await?;
+            let (response, send) = send_request.send_request(request, false)?;
+            let response = response.await?;
+            check_status(response.status(), response.headers())?;
+            Ok((response, send))
         })
+        .await?;
+        let (response, send) = response;
+        Ok((
+            GrpcStream {
+                send,
+                recv: response.into_body(),
+                buf: BytesMut::new(),
+                max_message,
+            },
+            connection,
+        ))
     }
 }
 

@@ -174,10 +174,11 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
             while shared.reached_count() < tally.count(StreamState::Ready) {
                 tokio::select! {
                     () = shared.reached_by(tally.count(StreamState::Ready)) => {}
-                    event = events.recv() => match event {
-                        Some(Event::Failed { stream, error }) => tally.fail(stream, error),
-                        Some(_) | None => {}
-                    },
+                    event = events.recv() => {
+                        if let Some(Event::Failed { stream, error }) = event {
+                            tally.fail(stream, error);
+                        }
+                    }
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
