@@ -130,18 +130,18 @@ impl State {
 
     /// Credential names of type `type_url` that `node` asked for but its gateway does not
     /// reference: they are never sent, and the asking is worth counting.
-    pub fn unreferenced<'a, N: AsRef<str>>(
+    pub fn unreferenced<'a, N: AsRef<str> + 'a>(
         &self,
         node: &NodeIdentity,
         type_url: &str,
-        requested: &'a [N],
+        requested: impl IntoIterator<Item = &'a N>,
     ) -> Vec<&'a N> {
         if !type_url::carries_credentials(type_url) {
             return Vec::new();
         }
         let referenced = self.gateway_for(node).map(|g| &g.credentials);
         requested
-            .iter()
+            .into_iter()
             .filter(|n| referenced.is_none_or(|r| !r.contains(n.as_ref())))
             .collect()
     }
@@ -176,27 +176,24 @@ impl State {
     }
 
     /// The resources of `type_url` a node may see, restricted to `requested` for named types.
-    pub fn visible<N: AsRef<str>>(
+    pub fn visible<'a, N: AsRef<str> + 'a>(
         &self,
         node: &NodeIdentity,
         type_url: &str,
-        requested: &[N],
+        requested: impl IntoIterator<Item = &'a N>,
     ) -> Vec<Arc<Resource>> {
         let Some(gateway) = self.gateway_for(node) else {
             return Vec::new();
         };
-        let pick = |set: &TypeSet| -> Vec<Arc<Resource>> {
-            requested
-                .iter()
-                .filter_map(|n| set.resources.get(n.as_ref()).cloned())
-                .collect()
-        };
         match type_url {
             type_url::CLUSTER => gateway.clusters.resources.values().cloned().collect(),
             type_url::LISTENER => gateway.listeners.resources.values().cloned().collect(),
-            type_url::ROUTE => pick(&gateway.routes),
+            type_url::ROUTE => requested
+                .into_iter()
+                .filter_map(|n| gateway.routes.resources.get(n.as_ref()).cloned())
+                .collect(),
             t if type_url::carries_credentials(t) => requested
-                .iter()
+                .into_iter()
                 .filter(|n| gateway.credentials.contains(n.as_ref()))
                 .filter_map(|n| self.credentials.get(n.as_ref()))
                 .filter(|r| r.any.type_url == t)

@@ -363,6 +363,9 @@ trait Protocol {
         t: &'static str,
         changed: Option<&BTreeSet<&str>>,
     ) -> Option<Encoded>;
+    /// Shares again what a client's changes made the stream's own (see `names`): called at the
+    /// server's pace, on configuration and credential changes.
+    fn settle(state: &mut Self::TypeState);
 }
 
 /// One stream's identity and bookkeeping, shared by both protocols.
@@ -447,7 +450,12 @@ impl StreamState {
 
     /// Counts each credential name the node asked for without its gateway referencing it,
     /// once per stream: a misconfiguration, or a probe for another gateway's credentials.
-    fn note_unreferenced(&mut self, snapshot: &State, t: &str, requested: &[Arc<str>]) {
+    fn note_unreferenced<'a>(
+        &mut self,
+        snapshot: &State,
+        t: &str,
+        requested: impl IntoIterator<Item = &'a Arc<str>>,
+    ) {
         for name in snapshot.unreferenced(&self.node, t, requested) {
             if self.unreferenced.insert(name.clone()) {
                 self.registry
@@ -615,6 +623,9 @@ fn step<P: Protocol>(
     // Every type a stream has is up to date with the changes up to `seen`; a stream's first
     // type starts out up to date with the state it is first answered from.
     let first = types.is_empty();
+    if let Event::Changed = event {
+        types.values_mut().for_each(P::settle);
+    }
     let (to_push, changed): (Vec<&'static str>, _) = match event {
         // A request is answered from a full comparison of its type.
         Event::Request(req) => (
@@ -804,8 +815,8 @@ impl Protocol for Sotw {
                 return Self::build_changed(stream, state, snapshot, t, changed);
             }
         }
-        stream.note_unreferenced(snapshot, t, &state.names);
-        let visible = snapshot.visible(&stream.node, t, &state.names);
+        stream.note_unreferenced(snapshot, t, state.names.iter());
+        let visible = snapshot.visible(&stream.node, t, state.names.iter());
         let added = std::mem::take(&mut state.added);
         if visible.is_empty() && !type_url::is_wildcard(t) && state.sent_version.is_none() {
             // Nothing to say yet about named resources; Envoy keeps waiting for them.
@@ -839,6 +850,10 @@ impl Protocol for Sotw {
         state.sent_partial = false;
         Some(Self::respond(stream, state, t, version, &visible, true))
     }
+
+    fn settle(state: &mut SotwType) {
+        state.sent.compact();
+    }
 }
 
 impl Sotw {
@@ -853,7 +868,7 @@ impl Sotw {
     ) -> Option<Encoded> {
         let gateway = snapshot.gateway_for(&stream.node)?;
         let resources: Vec<Arc<Resource>> =
-            changed_credentials(snapshot, gateway, t, changed, &state.names)
+            changed_credentials(snapshot, gateway, t, changed, |n| state.names.contains(n))
                 .filter(|r| state.sent.get(&r.name) != Some(r.set_key))
                 .cloned()
                 .collect();
@@ -900,11 +915,11 @@ fn changed_credentials<'a>(
     gateway: &'a GatewayConfig,
     t: &'a str,
     changed: &'a BTreeSet<&str>,
-    subscribed: &'a NameSet,
+    subscribed: impl Fn(&str) -> bool + 'a,
 ) -> impl Iterator<Item = &'a Arc<Resource>> + 'a {
     changed
         .iter()
-        .filter(|n| gateway.credentials.contains(**n) && subscribed.contains(n))
+        .filter(move |n| gateway.credentials.contains(**n) && subscribed(n))
         .filter_map(|n| snapshot.credentials.get(*n))
         .filter(move |r| r.any.type_url == t)
 }
@@ -924,7 +939,7 @@ struct Delta;
 #[derive(Default)]
 struct DeltaType {
     wildcard: bool,
-    subscribed: NameSet,
+    subscribed: Names,
     /// What the node holds (or was last sent): name → set key of name and version.
     known: Known,
     /// Whether this type needs no first answer: a new node's wildcard subscription is
@@ -1002,10 +1017,14 @@ impl Protocol for Delta {
             })
             .collect();
         if !subscribe.is_empty() || !unsubscribe.is_empty() {
-            let added = subscribe.into_iter().map(|n| snapshot.intern(n));
-            let subscribed = state.subscribed.changed(added, &unsubscribe);
-            stream.check_names(t, subscribed.len())?;
-            state.subscribed = subscribed;
+            let added: Vec<Arc<str>> = subscribe
+                .into_iter()
+                .map(|n| snapshot.intern(n))
+                .filter(|n| !state.subscribed.contains(n))
+                .collect();
+            // Checked before the set grows.
+            stream.check_names(t, state.subscribed.len() + added.len())?;
+            state.subscribed.change(added, &unsubscribe);
             let held: Vec<&str> = unsubscribe
                 .iter()
                 .copied()
@@ -1049,14 +1068,17 @@ impl Protocol for Delta {
             }
             let gateway = snapshot.gateway_for(&stream.node)?;
             let updated: Vec<Arc<Resource>> =
-                changed_credentials(snapshot, gateway, t, changed, &state.subscribed)
-                    .filter(|r| state.known.get(&r.name) != Some(r.set_key))
-                    .cloned()
-                    .collect();
+                changed_credentials(snapshot, gateway, t, changed, |n| {
+                    state.subscribed.contains(n)
+                })
+                .filter(|r| state.known.get(&r.name) != Some(r.set_key))
+                .cloned()
+                .collect();
             return Self::respond(stream, state, t, &updated, Vec::new(), false);
         }
-        stream.note_unreferenced(snapshot, t, &state.subscribed);
-        let mut visible: Vec<Arc<Resource>> = snapshot.visible(&stream.node, t, &state.subscribed);
+        stream.note_unreferenced(snapshot, t, state.subscribed.iter());
+        let mut visible: Vec<Arc<Resource>> =
+            snapshot.visible(&stream.node, t, state.subscribed.iter());
         if type_url::is_wildcard(t) && !state.wildcard {
             visible.retain(|r| state.subscribed.contains(r.name.as_str()));
         }
@@ -1095,6 +1117,11 @@ impl Protocol for Delta {
             state.known.hold_whole(gateway, t);
         }
         response
+    }
+
+    fn settle(state: &mut DeltaType) {
+        state.subscribed.compact();
+        state.known.compact();
     }
 }
 
@@ -1158,7 +1185,7 @@ fn decoded<M: prost::Message + Default + 'static>(
 mod known;
 mod names;
 use known::Known;
-use names::NameSet;
+use names::{NameSet, Names};
 
 #[cfg(test)]
 mod ads_fuzz;

@@ -1,17 +1,19 @@
 //! What a node holds of one type (Delta), or was last sent of it (SotW credentials).
 
-use super::names::{self, NameSet};
+use super::names::{self, NameSet, worth_sharing};
 use crate::xds::cache::{GatewayConfig, TypeSet};
 use crate::xds::resource::type_url;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Name → set key (name and version) of what a node holds of one type.
 ///
 /// Per name, the names and the keys are kept apart, each shared with every stream that holds
 /// the same ones (see [`names`]): a fleet's streams hold the same 100 secrets at the same
-/// versions, so each keeps two pointers instead of a map. A node that holds a wildcard type's
-/// whole set as its gateway has it (clusters and listeners, nearly always) keeps only a handle
-/// to that set.
+/// versions, so each keeps two pointers instead of a map; while a client changes what it
+/// holds name by name, the stream keeps a map of its own (see [`names`] for when it is shared
+/// again). A node that holds a wildcard type's whole set as its gateway has it (clusters and
+/// listeners, nearly always) keeps only a handle to that set.
 #[derive(Debug)]
 pub(super) enum Known {
     /// Per name: sorted names and, aligned with them, the keys held; with the XOR of every key,
@@ -20,6 +22,13 @@ pub(super) enum Known {
         names: NameSet,
         keys: Arc<[u64]>,
         all: u64,
+    },
+    /// The stream's own map, with the XOR of its keys and the names changed since it was last
+    /// shared.
+    Own {
+        map: HashMap<Arc<str>, u64>,
+        all: u64,
+        changes: usize,
     },
     /// The gateway's whole set of this wildcard type (`CLUSTER` or `LISTENER`).
     Whole(Arc<GatewayConfig>, &'static str),
@@ -65,6 +74,7 @@ impl Known {
     pub fn get(&self, name: &str) -> Option<u64> {
         match self {
             Self::Names { names, keys, .. } => names.position(name).ok().map(|i| keys[i]),
+            Self::Own { map, .. } => map.get(name).copied(),
             Self::Whole(g, t) => Self::whole(g, t).resources.get(name).map(|r| r.set_key),
         }
     }
@@ -73,6 +83,7 @@ impl Known {
     pub fn names(&self) -> Vec<&str> {
         match self {
             Self::Names { names, .. } => names.iter().map(|n| &**n).collect(),
+            Self::Own { map, .. } => map.keys().map(|n| &**n).collect(),
             Self::Whole(g, t) => Self::whole(g, t)
                 .resources
                 .keys()
@@ -85,6 +96,7 @@ impl Known {
     pub fn len(&self) -> usize {
         match self {
             Self::Names { names, .. } => names.len(),
+            Self::Own { map, .. } => map.len(),
             Self::Whole(g, t) => Self::whole(g, t).resources.len(),
         }
     }
@@ -92,7 +104,7 @@ impl Known {
     /// The XOR of every set key held (a SotW-style version of what the node holds).
     pub fn key(&self) -> u64 {
         match self {
-            Self::Names { all, .. } => *all,
+            Self::Names { all, .. } | Self::Own { all, .. } => *all,
             Self::Whole(g, t) => {
                 crate::xds::resource::set_key(Self::whole(g, t).resources.values())
             }
@@ -105,6 +117,7 @@ impl Known {
             Self::Names { names, keys, .. } => {
                 names.iter().cloned().zip(keys.iter().copied()).collect()
             }
+            Self::Own { map, .. } => map.iter().map(|(n, k)| (n.clone(), *k)).collect(),
             Self::Whole(g, t) => Self::whole(g, t)
                 .resources
                 .values()
@@ -113,12 +126,15 @@ impl Known {
         }
     }
 
-    /// Records that `updated` are held at their keys and `removed` no longer are.
+    /// Records that `updated` are held at their keys and `removed` no longer are, in time
+    /// proportional to the change unless the change is worth sharing the result.
     pub fn apply(&mut self, updated: &[(Arc<str>, u64)], removed: &[&str]) {
         if updated.is_empty() && removed.is_empty() {
             return;
         }
-        // A rotation: only keys of names already held change, and the names stay shared.
+        // A rotation: only keys of names already held change, and the names stay shared. (The
+        // server's pace: a node is sent another version of a name it holds only when the value
+        // changed, or once after it reconnected.)
         if removed.is_empty()
             && let Self::Names { names, keys, all } = self
             && let Some(at) = updated
@@ -134,10 +150,48 @@ impl Known {
             *keys = names::keys(new);
             return;
         }
-        let mut pairs = self.pairs();
-        pairs.retain(|(n, _)| !removed.contains(&&**n));
-        pairs.extend(updated.iter().cloned());
-        *self = Self::new(pairs);
+        let count = updated.len() + removed.len();
+        if !matches!(self, Self::Own { .. }) {
+            if worth_sharing(count, self.len() + updated.len()) {
+                let removed: BTreeSet<&str> = removed.iter().copied().collect();
+                let mut pairs = self.pairs();
+                pairs.retain(|(n, _)| !removed.contains(&**n));
+                pairs.extend(updated.iter().cloned());
+                *self = Self::new(pairs);
+                return;
+            }
+            let pairs = self.pairs();
+            let all = self.key();
+            *self = Self::Own {
+                map: pairs.into_iter().collect(),
+                all,
+                changes: 0,
+            };
+        }
+        if let Self::Own { map, all, changes } = self {
+            for name in removed {
+                if let Some(old) = map.remove(*name) {
+                    *all ^= old;
+                }
+            }
+            for (name, key) in updated {
+                if let Some(old) = map.insert(name.clone(), *key) {
+                    *all ^= old;
+                }
+                *all ^= key;
+            }
+            *changes += count;
+            if worth_sharing(*changes, map.len()) {
+                self.compact();
+            }
+        }
+    }
+
+    /// Shares what is held again if it is the stream's own map.
+    pub fn compact(&mut self) {
+        if let Self::Own { map, .. } = self {
+            *self = Self::new(std::mem::take(map).into_iter().collect());
+        }
     }
 
     /// Records that `name` is held at `key`.
@@ -243,5 +297,39 @@ mod tests {
         assert_eq!(a.get("secret-7"), Some(999));
         assert_eq!(a.get("secret-8"), Some(9));
         assert_eq!(a.len(), 100);
+    }
+
+    #[test]
+    fn a_node_changing_one_name_at_a_time_gets_a_map_of_its_own_until_shared_again() {
+        let pairs: Vec<(Arc<str>, u64)> = (0..100)
+            .map(|i| (Arc::from(format!("secret-{i}")), i + 1))
+            .collect();
+        let mut k = Known::default();
+        k.apply(&pairs, &[]);
+        assert!(matches!(k, Known::Names { .. }), "a whole answer is shared");
+        k.apply(&[], &["secret-0"]);
+        assert!(
+            matches!(k, Known::Own { .. }),
+            "one name is a change of its own"
+        );
+        for i in 0..31 {
+            k.apply(&[(Arc::from(format!("new-{i}")), 7)], &[]);
+            assert!(matches!(k, Known::Own { .. }), "after {i}");
+        }
+        k.apply(&[(Arc::from("new-31"), 7)], &[]);
+        assert!(
+            matches!(k, Known::Names { .. }),
+            "33 changes pay for sharing 131"
+        );
+        // 32 keys of 7 cancel out in the XOR.
+        let fold = pairs[1..].iter().fold(0, |acc, (_, key)| acc ^ key);
+        assert_eq!(k.key(), fold);
+        assert_eq!(k.len(), 131);
+        k.apply(&[], &["new-0"]);
+        assert!(matches!(k, Known::Own { .. }));
+        k.compact();
+        assert!(matches!(k, Known::Names { .. }));
+        assert_eq!(k.get("new-0"), None);
+        assert_eq!(k.get("secret-5"), Some(6));
     }
 }

@@ -3,9 +3,14 @@
 //! Every node of a gateway subscribes to the same secrets and, after each rotation, holds the
 //! same versions of them. Kept per stream, those sets cost about 7 KB a stream for 100
 //! secrets; interned, a stream keeps two pointers and the sets exist once per distinct value.
+//!
+//! Interning a set costs time in proportion to its size, and Delta clients change their sets
+//! one name at a time if they like: a set a client changes is kept as a stream's own (each
+//! change O(log n)) and shared again only once the changes since add up to a quarter of it,
+//! or when the server's own pace says so ([`Names::compact`] on configuration and credential
+//! changes). A client can thus never make a small request cost the server a whole set.
 
-use rustc_hash::FxBuildHasher;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::hash::Hash;
 use std::ops::Deref;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
@@ -16,7 +21,10 @@ struct Interner<T: ?Sized> {
 }
 
 struct Pool<T: ?Sized> {
-    values: HashSet<Arc<T>, FxBuildHasher>,
+    // SipHash with a random key, not a fast unkeyed hash: the names (and the keys of names a
+    // reconnecting node claims) are chosen by clients, who must not be able to make them
+    // collide into long probe chains under this process-wide lock.
+    values: HashSet<Arc<T>>,
     /// The pool is swept of values nobody holds when it reaches this size.
     sweep_at: usize,
 }
@@ -91,10 +99,11 @@ impl NameSet {
 
     /// This set with `added` and without `removed`.
     pub fn changed(&self, added: impl IntoIterator<Item = Arc<str>>, removed: &[&str]) -> Self {
+        let removed: BTreeSet<&str> = removed.iter().copied().collect();
         let mut names: Vec<Arc<str>> = self
             .0
             .iter()
-            .filter(|n| !removed.contains(&&***n))
+            .filter(|n| !removed.contains(&***n))
             .cloned()
             .collect();
         names.extend(added);
@@ -118,6 +127,91 @@ impl PartialEq for NameSet {
 }
 
 impl Eq for NameSet {}
+
+/// Whether `changes` since a set was last shared pay for sharing a set of `len` names again.
+pub(super) fn worth_sharing(changes: usize, len: usize) -> bool {
+    changes.saturating_mul(4) >= len
+}
+
+/// The names a Delta stream subscribed to of one type: shared while settled, its own while a
+/// client changes it (see the module docs).
+#[derive(Debug, Clone)]
+pub(super) enum Names {
+    Shared(NameSet),
+    Own {
+        names: BTreeSet<Arc<str>>,
+        /// Names added or removed since the set was last shared.
+        changes: usize,
+    },
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Self::Shared(NameSet::default())
+    }
+}
+
+impl Names {
+    /// Whether `name` is in the set.
+    pub fn contains(&self, name: &str) -> bool {
+        match self {
+            Self::Shared(set) => set.contains(name),
+            Self::Own { names, .. } => names.contains(name),
+        }
+    }
+
+    /// How many names there are.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Shared(set) => set.len(),
+            Self::Own { names, .. } => names.len(),
+        }
+    }
+
+    /// The names, sorted.
+    pub fn iter(&self) -> Box<dyn Iterator<Item = &Arc<str>> + '_> {
+        match self {
+            Self::Shared(set) => Box::new(set.iter()),
+            Self::Own { names, .. } => Box::new(names.iter()),
+        }
+    }
+
+    /// Adds `added` and takes out `removed`, in time proportional to the change (a shared
+    /// set is made the stream's own first, which the changes that shared it paid for).
+    pub fn change(&mut self, added: Vec<Arc<str>>, removed: &[&str]) {
+        if added.is_empty() && removed.is_empty() {
+            return;
+        }
+        let count = added.len() + removed.len();
+        if let Self::Shared(set) = self {
+            if worth_sharing(count, set.len() + added.len()) {
+                *self = Self::Shared(set.changed(added, removed));
+                return;
+            }
+            *self = Self::Own {
+                names: set.iter().cloned().collect(),
+                changes: 0,
+            };
+        }
+        if let Self::Own { names, changes } = self {
+            for name in removed {
+                names.remove(*name);
+            }
+            names.extend(added);
+            *changes += count;
+            if worth_sharing(*changes, names.len()) {
+                self.compact();
+            }
+        }
+    }
+
+    /// Shares the set again if it is the stream's own.
+    pub fn compact(&mut self) {
+        if let Self::Own { names, .. } = self {
+            *self = Self::Shared(NameSet::sorted(std::mem::take(names).into_iter().collect()));
+        }
+    }
+}
 
 /// A list of set keys, shared by every stream that holds the same list.
 pub(super) fn keys(keys: Vec<u64>) -> Arc<[u64]> {
@@ -146,6 +240,45 @@ mod tests {
         assert_eq!(changed, set(&["b", "c", "d"]));
         assert!(Arc::ptr_eq(&changed.0, &set(&["d", "c", "b"]).0));
         assert_ne!(changed, a);
+    }
+
+    #[test]
+    fn a_set_changed_a_name_at_a_time_is_shared_again_only_when_the_changes_paid_for_it() {
+        let names = |range: std::ops::Range<usize>| -> Vec<Arc<str>> {
+            range.map(|i| Arc::from(format!("n{i:04}"))).collect()
+        };
+        let mut s = Names::default();
+        // Envoy's first request names the whole set: shared at once.
+        s.change(names(0..100), &[]);
+        assert!(matches!(s, Names::Shared(_)));
+        // One name at a time: the stream's own set, until the changes add up to a quarter.
+        for i in 100..133 {
+            s.change(names(i..i + 1), &[]);
+            assert!(matches!(s, Names::Own { .. }), "after {i}");
+        }
+        s.change(names(133..134), &[]);
+        assert!(
+            matches!(s, Names::Shared(_)),
+            "34 changes pay for sharing 134"
+        );
+        assert_eq!(s.len(), 134);
+        assert!(s.contains("n0133") && !s.contains("n0134"));
+        s.change(Vec::new(), &["n0000"]);
+        assert!(!s.contains("n0000"));
+        // The server's pace shares it again; the same names as anyone's are the same copy.
+        s.compact();
+        let Names::Shared(shared) = &s else {
+            panic!("shared after compact");
+        };
+        let again = NameSet::new(names(1..134));
+        assert!(Arc::ptr_eq(&shared.0, &again.0));
+        assert_eq!(
+            s.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            names(1..134)
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
