@@ -520,6 +520,17 @@ mod tests {
             ..request.clone()
         };
         assert_eq!(decoded, expected);
+        // A request without a node (an ACK) passes as it is, uncopied.
+        let ack = Bytes::from(
+            DiscoveryRequest {
+                type_url: "t".into(),
+                response_nonce: "1".into(),
+                resource_names: vec!["a".into(), "b".into()],
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        assert_eq!(lean_node(ack.clone(), SOTW_NODE).as_ptr(), ack.as_ptr());
         // Not a protobuf message: left as it is, for the decoder to refuse.
         let junk = Bytes::from_static(&[0x0a, 0xff, 0xff]);
         assert_eq!(lean_node(junk.clone(), SOTW_NODE), junk);

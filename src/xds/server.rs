@@ -1,6 +1,6 @@
 //! The ADS service: State-of-the-World and Delta streams over one cache.
 //!
-//! Each stream is one task that waits for either a request from Envoy or a change of the
+//! Each stream is one loop that waits for either a request from Envoy or a change of the
 //! cache, and diffs what the node may see against what it was last sent. The loops are generic
 //! over the request stream and write to a channel, so they are testable without a socket.
 
@@ -27,7 +27,7 @@ use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
-/// The tonic service; one task per stream.
+/// The tonic service; each stream's loop runs in its HTTP/2 stream's task (see [`Driven`]).
 #[derive(Debug, Clone)]
 pub struct AdsService {
     cache: Arc<Cache>,
@@ -1017,10 +1017,15 @@ impl Protocol for Delta {
             })
             .collect();
         if !subscribe.is_empty() || !unsubscribe.is_empty() {
+            // A name in both lists ends up unsubscribed, as if subscribed, then unsubscribed.
+            let leaving: BTreeSet<&str> = unsubscribe.iter().copied().collect();
             let added: Vec<Arc<str>> = subscribe
                 .into_iter()
+                .filter(|n| !leaving.contains(n.as_str()))
                 .map(|n| snapshot.intern(n))
                 .filter(|n| !state.subscribed.contains(n))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
                 .collect();
             // Checked before the set grows.
             stream.check_names(t, state.subscribed.len() + added.len())?;

@@ -81,20 +81,8 @@ pub const PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 /// Plays `envoy` on `target` until the stream ends; returns why it ended.
-pub async fn run(target: &Target, node: Node, mut envoy: Envoy) -> anyhow::Result<()> {
-    let mut wire = DeltaWire::new(node);
-    let (mut stream, mut connection) = target.open(PATH, crate::MAX_MESSAGE).await?;
-    stream.send(&envoy.start(&mut wire))?;
-    let mut out = Vec::new();
-    crate::grpc::drive(&mut connection, async {
-        loop {
-            let (response, _) = stream.message::<DeltaDiscoveryResponse>().await?;
-            let received_at = Instant::now();
-            envoy.on_response(incoming(response, received_at), &mut wire, &mut out);
-            for request in out.drain(..) {
-                stream.send(&request)?;
-            }
-        }
-    })
-    .await
+pub async fn run(target: &Target, node: Node, envoy: Envoy) -> anyhow::Result<()> {
+    envoy
+        .play::<_, DeltaDiscoveryResponse>(target, PATH, DeltaWire::new(node), incoming)
+        .await
 }

@@ -2,6 +2,7 @@
 //! rotated secret reached it. The protocol logic ([`Envoy`]) is shared by SotW and Delta; a
 //! [`Wire`] turns its asks into the mode's requests.
 
+use crate::grpc::Target;
 use crate::refs::{self, Refs, type_url};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
@@ -281,6 +282,36 @@ impl Envoy {
             rotation_bytes: 0,
             rotation_seen: false,
         }
+    }
+
+    /// Plays this Envoy on `target`'s ADS method `path` until the stream ends, reading
+    /// responses as `R` (made [`Incoming`] by `incoming`); returns why it ended.
+    pub async fn play<W, R>(
+        mut self,
+        target: &Target,
+        path: &str,
+        mut wire: W,
+        incoming: fn(R, Instant) -> Incoming,
+    ) -> anyhow::Result<()>
+    where
+        W: Wire,
+        W::Request: Message,
+        R: Message + Default,
+    {
+        let (mut stream, mut connection) = target.open(path, crate::MAX_MESSAGE).await?;
+        stream.send(&self.start(&mut wire))?;
+        let mut out = Vec::new();
+        crate::grpc::drive(&mut connection, async {
+            loop {
+                let (response, _) = stream.message::<R>().await?;
+                let received_at = Instant::now();
+                self.on_response(incoming(response, received_at), &mut wire, &mut out);
+                for request in out.drain(..) {
+                    stream.send(&request)?;
+                }
+            }
+        })
+        .await
     }
 
     /// The first request: CDS, wildcard.

@@ -104,20 +104,8 @@ pub const PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
 
 /// Plays `envoy` on `target` until the stream ends; returns why it ended.
-pub async fn run(target: &Target, node: Node, mut envoy: Envoy) -> anyhow::Result<()> {
-    let mut wire = SotwWire::new(node);
-    let (mut stream, mut connection) = target.open(PATH, crate::MAX_MESSAGE).await?;
-    stream.send(&envoy.start(&mut wire))?;
-    let mut out = Vec::new();
-    crate::grpc::drive(&mut connection, async {
-        loop {
-            let (response, _) = stream.message::<DiscoveryResponse>().await?;
-            let received_at = Instant::now();
-            envoy.on_response(incoming(response, received_at), &mut wire, &mut out);
-            for request in out.drain(..) {
-                stream.send(&request)?;
-            }
-        }
-    })
-    .await
+pub async fn run(target: &Target, node: Node, envoy: Envoy) -> anyhow::Result<()> {
+    envoy
+        .play::<_, DiscoveryResponse>(target, PATH, SotwWire::new(node), incoming)
+        .await
 }
