@@ -801,6 +801,48 @@ async fn a_refused_partial_sotw_update_is_answered_once_with_the_whole_set() {
 }
 
 #[tokio::test]
+async fn delta_names_changed_one_by_one_are_served_and_both_lists_mean_unsubscribed() {
+    // The last name is never subscribed to.
+    let names: Vec<String> = (0..41).map(|i| format!("credential/{i:02}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let cache = Cache::new();
+    cache.publish(
+        gateway(&["backend/a"], &refs),
+        names.iter().map(|n| secret(n, "v1")),
+    );
+    let mut h = delta(&cache);
+    // One name a request: the set is the stream's own for a while (see `names`), then shared.
+    for (i, name) in names[..40].iter().enumerate() {
+        h.req
+            .send(Ok(DeltaDiscoveryRequest {
+                node: node(),
+                type_url: type_url::SECRET.into(),
+                resource_names_subscribe: vec![name.clone()],
+                ..Default::default()
+            }))
+            .unwrap();
+        let r = h.next().await;
+        assert_eq!(r.resources.len(), 1, "request {i}");
+        assert_eq!(&r.resources[0].name, name);
+    }
+    // In both lists of one request: unsubscribed (subscribe first, then unsubscribe).
+    h.req
+        .send(Ok(DeltaDiscoveryRequest {
+            type_url: type_url::SECRET.into(),
+            resource_names_subscribe: vec![names[40].clone()],
+            resource_names_unsubscribe: vec![names[40].clone()],
+            ..Default::default()
+        }))
+        .unwrap();
+    h.nothing().await;
+    cache.set_credentials([secret(&names[40], "v2"), secret(&names[39], "v2")]);
+    let rotated = h.next().await;
+    let got: Vec<&str> = rotated.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(got, [names[39].as_str()]);
+    h.nothing().await;
+}
+
+#[tokio::test]
 async fn a_delta_rotation_carries_only_the_changed_secret() {
     let cache = Cache::new();
     cache.publish(
