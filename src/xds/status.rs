@@ -144,17 +144,6 @@ impl FromIterator<(&'static str, TypeStatus)> for TypeStatuses {
     }
 }
 
-impl std::ops::Index<&str> for TypeStatuses {
-    type Output = TypeStatus;
-
-    fn index(&self, short_type: &str) -> &TypeStatus {
-        match self.get(short_type) {
-            Some(status) => status,
-            None => panic!("no status of type {short_type}"),
-        }
-    }
-}
-
 // The same JSON as the map it replaced: {"cds": {...}, ...}.
 impl Serialize for TypeStatuses {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

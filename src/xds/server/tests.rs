@@ -796,7 +796,7 @@ async fn a_refused_partial_sotw_update_is_answered_once_with_the_whole_set() {
     // From now on this stream gets whole sets.
     cache.set_credentials([secret("credential/b", "b2")]);
     assert_eq!(h.next().await.resources.len(), 2);
-    let nacks: u64 = registry.snapshot()[0].types["sds"].nacks;
+    let nacks: u64 = registry.snapshot()[0].types.get("sds").unwrap().nacks;
     assert_eq!(nacks, 1);
 }
 
