@@ -1,10 +1,12 @@
 //! Long-lived credentials of a model, with one reader task per credential file.
 //!
-//! A reader re-reads its file when told (a file event, a reload). A deleted or empty key is
-//! revoked at once; a transient read error is retried with backoff while the last good value
-//! keeps serving, and counts as a revocation only once the file has stayed unreadable for
-//! [`READ_GRACE`]. Readers keep retrying an unreadable file after that, so it comes back
-//! without waiting for an event.
+//! A reader re-reads its file when told (a file event, a reload). A deleted key is revoked at
+//! once; an emptied one once it is still empty [`EMPTY_SETTLE`] later, because a file
+//! rewritten in place is empty between its truncation and its write, and a read queued by an
+//! earlier event can fall in between. A transient read error is retried with backoff while
+//! the last good value keeps serving, and counts as a revocation only once the file has
+//! stayed unreadable for [`READ_GRACE`]. Readers keep retrying an unreadable file after that,
+//! so it comes back without waiting for an event.
 
 use super::rotator::backoff;
 use super::static_key::{Read, ReadError, Source};
@@ -23,12 +25,22 @@ use tracing::{info, warn};
 pub const READ_GRACE: Duration = Duration::from_secs(30);
 /// Upper bound of the backoff between re-reads of an unreadable file.
 pub const READ_MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a key file found empty keeps its last value before the emptiness counts as a
+/// revocation: far longer than a rewrite takes, short enough to be a revocation still.
+pub const EMPTY_SETTLE: Duration = Duration::from_millis(250);
 
 /// What a long-lived credential currently is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum KeyState {
     Present(Material),
     Revoked(Revocation),
+    /// Found empty since `since`, perhaps mid-rewrite: `kept` is still served until the file
+    /// is read empty again after [`EMPTY_SETTLE`].
+    Emptied {
+        revocation: Revocation,
+        since: Instant,
+        kept: Material,
+    },
     /// Unreadable since `since`; `kept` is the last good material, still served.
     Unreadable {
         error: String,
@@ -43,11 +55,30 @@ impl KeyState {
     fn next(prev: Option<&KeyState>, read: Read, now: Instant) -> Self {
         let (path, error) = match read {
             Ok(material) => return Self::Present(material),
+            Err(ReadError::Revoked(r @ Revocation::FileEmpty(_))) => {
+                return match prev {
+                    Some(Self::Present(kept)) => Self::Emptied {
+                        revocation: r,
+                        since: now,
+                        kept: kept.clone(),
+                    },
+                    Some(Self::Emptied { since, kept, .. })
+                        if now.duration_since(*since) < EMPTY_SETTLE =>
+                    {
+                        Self::Emptied {
+                            revocation: r,
+                            since: *since,
+                            kept: kept.clone(),
+                        }
+                    }
+                    _ => Self::Revoked(r),
+                };
+            }
             Err(ReadError::Revoked(r)) => return Self::Revoked(r),
             Err(ReadError::Transient { path, error }) => (path, error),
         };
         let (since, attempts, kept) = match prev {
-            Some(Self::Present(m)) => (now, 0, Some(m.clone())),
+            Some(Self::Present(m) | Self::Emptied { kept: m, .. }) => (now, 0, Some(m.clone())),
             Some(Self::Unreadable {
                 since,
                 attempts,
@@ -74,6 +105,7 @@ impl KeyState {
     /// When to read again without being told.
     fn retry_in(&self) -> Option<Duration> {
         match self {
+            Self::Emptied { .. } => Some(EMPTY_SETTLE),
             Self::Unreadable { attempts, .. } => {
                 Some(backoff(*attempts, READ_MAX_BACKOFF, fastrand::f64()))
             }
@@ -84,7 +116,7 @@ impl KeyState {
 
     fn publication(&self) -> Publication {
         match self {
-            Self::Present(material) => Publication::Serve {
+            Self::Present(material) | Self::Emptied { kept: material, .. } => Publication::Serve {
                 material: material.clone(),
                 expires: None,
             },
@@ -287,6 +319,7 @@ fn log_change(name: &str, prev: Option<&KeyState>, next: &KeyState) {
         KeyState::Revoked(why) => {
             warn!(credential = %name, reason = %why, "credential revoked: its backends fail closed until it returns")
         }
+        KeyState::Emptied { .. } => {}
         KeyState::Unreadable { error, kept, .. } => {
             warn!(credential = %name, reason = %error, still_serving_last_value = kept.is_some(), "credential file unreadable")
         }

@@ -55,12 +55,12 @@ fn gone_is_revoked_at_once_and_nothing_read_is_nothing_served() {
     let present = KeyState::Present(key("sk-1"));
     let gone = KeyState::next(
         Some(&present),
-        Err(Revocation::FileEmpty("/k".into()).into()),
+        Err(Revocation::FileMissing("/k".into()).into()),
         t0,
     );
     assert_eq!(
         gone.publication(),
-        Publication::Closed(Closed::Revoked(Revocation::FileEmpty("/k".into())))
+        Publication::Closed(Closed::Revoked(Revocation::FileMissing("/k".into())))
     );
     assert_eq!(gone.retry_in(), None);
     // Unreadable with no earlier value: nothing to serve, but not revoked yet.
@@ -70,6 +70,36 @@ fn gone_is_revoked_at_once_and_nothing_read_is_nothing_served() {
         Publication::Closed(Closed::Unavailable(_))
     ));
     assert!(first.retry_in().is_some());
+}
+
+#[test]
+fn an_emptied_key_keeps_serving_until_it_is_still_empty_after_the_settle() {
+    let t0 = Instant::now();
+    let present = KeyState::Present(key("sk-1"));
+    let empty = || -> Read { Err(Revocation::FileEmpty("/k".into()).into()) };
+    let emptied = KeyState::next(Some(&present), empty(), t0);
+    assert_eq!(emptied.publication(), present.publication());
+    assert_eq!(emptied.retry_in(), Some(EMPTY_SETTLE));
+    // Rewritten in place meanwhile (truncated, then written): the new key, nothing revoked.
+    assert_eq!(
+        KeyState::next(Some(&emptied), Ok(key("sk-2")), t0 + EMPTY_SETTLE / 2),
+        KeyState::Present(key("sk-2"))
+    );
+    // Read empty again within the settle: still served.
+    let still = KeyState::next(Some(&emptied), empty(), t0 + EMPTY_SETTLE / 2);
+    assert_eq!(still.publication(), present.publication());
+    // Still empty once it passed: revoked, and not retried.
+    let revoked = KeyState::next(Some(&still), empty(), t0 + EMPTY_SETTLE);
+    assert_eq!(
+        revoked.publication(),
+        Publication::Closed(Closed::Revoked(Revocation::FileEmpty("/k".into())))
+    );
+    assert_eq!(revoked.retry_in(), None);
+    // Nothing earlier to keep: revoked at once.
+    assert!(matches!(
+        KeyState::next(None, empty(), t0),
+        KeyState::Revoked(_)
+    ));
 }
 
 struct Keys {
@@ -207,24 +237,64 @@ async fn a_key_unreadable_past_the_grace_is_revoked_then_returns() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_deleted_or_empty_key_is_revoked_at_once() {
+async fn a_read_between_truncation_and_write_revokes_nothing() {
+    let k = keys();
+    let t0 = Instant::now();
+    // A rewrite in place has truncated the file, and a read queued by an earlier event
+    // lands right then.
+    std::fs::write(&k.path, "").unwrap();
+    k.keys.reread(&k.path);
+    until(t0, 0.001).await;
+    k.write("sk-2\n");
+    k.keys.reread(&k.path);
+    until(t0, 1.0).await;
+    let log = k.published(t0);
+    assert_eq!(
+        log.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
+        [Publication::Serve {
+            material: key("sk-2"),
+            expires: None
+        }],
+        "only the new key, never a revocation"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_emptied_key_is_revoked_after_the_settle_and_a_deleted_one_at_once() {
     let k = keys();
     let t0 = Instant::now();
     std::fs::write(&k.path, "").unwrap();
     k.keys.reread(&k.path);
     until(t0, 0.001).await;
-    std::fs::remove_file(&k.path).unwrap();
-    k.keys.reread(&k.path);
-    until(t0, 0.002).await;
+    assert!(
+        k.published(t0).is_empty(),
+        "an empty read alone revokes nothing"
+    );
+    // The reader reads again by itself once the settle passed.
+    let settle = EMPTY_SETTLE.as_secs_f64();
+    until(t0, settle + 0.01).await;
     let log = k.published(t0);
     assert_eq!(
         log.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
-        [
-            Publication::Closed(Closed::Revoked(Revocation::FileEmpty(k.path.clone()))),
-            Publication::Closed(Closed::Revoked(Revocation::FileMissing(k.path.clone())))
-        ]
+        [Publication::Closed(Closed::Revoked(Revocation::FileEmpty(
+            k.path.clone()
+        )))]
     );
-    assert!(log.iter().all(|(t, _)| *t < 0.01), "{log:?}");
+    assert!(log.iter().all(|(t, _)| *t < settle + 0.01), "{log:?}");
+    k.write("sk-2\n");
+    k.keys.reread(&k.path);
+    until(t0, settle + 0.02).await;
+    k.published(t0);
+    std::fs::remove_file(&k.path).unwrap();
+    k.keys.reread(&k.path);
+    until(t0, settle + 0.03).await;
+    let log = k.published(t0);
+    assert_eq!(
+        log.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
+        [Publication::Closed(Closed::Revoked(
+            Revocation::FileMissing(k.path.clone())
+        ))]
+    );
     // Nothing is retried for a key that is gone.
     until(t0, 60.0).await;
     assert!(k.published(t0).is_empty());
