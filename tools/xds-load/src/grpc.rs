@@ -66,6 +66,8 @@ pub async fn drive<T>(
     work: impl Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
     tokio::select! {
+        // The stream first: a status the server sent before closing is the better error.
+        biased;
         result = work => result,
         ended = connection => match ended {
             Ok(()) => Err(anyhow::anyhow!("the server closed the connection")),
