@@ -1,9 +1,9 @@
 //! Which credential version each stream holds: recorded at the ACK of the response that
 //! carried it (SotW and Delta), or from what a reconnecting node names.
 
+use super::tests::{open_delta, open_sotw};
 use super::*;
 use crate::xds::cache::{GatewayConfig, TypeSet};
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
 use std::time::Duration;
 
 const NAME: &str = "credential/k";
@@ -39,14 +39,6 @@ fn node() -> Option<Node> {
     })
 }
 
-async fn next<T>(rx: &mut mpsc::Receiver<Result<T, Status>>) -> T {
-    tokio::time::timeout(Duration::from_secs(2), rx.recv())
-        .await
-        .expect("a response")
-        .expect("stream open")
-        .expect("not an error")
-}
-
 /// Whether the one stream holds the current version, once it is registered.
 async fn holds_current(registry: &Registry) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
@@ -70,15 +62,7 @@ async fn holds_current(registry: &Registry) -> bool {
 async fn sotw_holds_a_version_once_its_response_is_acked() {
     let registry = Arc::new(Registry::default());
     let (cache, _) = cache_with("v1", &registry);
-    let (tx, req) = mpsc::unbounded_channel();
-    let (resp_tx, raw) = mpsc::channel(16);
-    let mut rx = decoded::<DiscoveryResponse>(raw);
-    let ctx = StreamCtx::new(&cache, &registry);
-    tokio::spawn(run_sotw(
-        tokio_stream::wrappers::UnboundedReceiverStream::new(req),
-        resp_tx,
-        ctx,
-    ));
+    let mut h = open_sotw(StreamCtx::new(&cache, &registry));
     let ask = |version: &str, nonce: &str| DiscoveryRequest {
         node: node(),
         type_url: type_url::SECRET.into(),
@@ -87,10 +71,12 @@ async fn sotw_holds_a_version_once_its_response_is_acked() {
         response_nonce: nonce.into(),
         ..Default::default()
     };
-    tx.send(Ok(ask("", ""))).unwrap();
-    let first = next(&mut rx).await;
+    h.req.send(Ok(ask("", ""))).unwrap();
+    let first = h.next().await;
     assert!(!holds_current(&registry).await, "sent, not ACKed");
-    tx.send(Ok(ask(&first.version_info, &first.nonce))).unwrap();
+    h.req
+        .send(Ok(ask(&first.version_info, &first.nonce)))
+        .unwrap();
     let progress = || registry.credentials.progress(NAME).unwrap();
     tokio::time::timeout(Duration::from_secs(2), async {
         while progress().nodes_current == 0 {
@@ -102,7 +88,7 @@ async fn sotw_holds_a_version_once_its_response_is_acked() {
     assert!(holds_current(&registry).await);
 
     rotate(&cache, &registry, "v2");
-    let second = next(&mut rx).await;
+    let second = h.next().await;
     assert!(
         !holds_current(&registry).await,
         "the rotation is not ACKed yet"
@@ -111,7 +97,7 @@ async fn sotw_holds_a_version_once_its_response_is_acked() {
     // A NACK keeps the old value.
     let mut nack = ask(&first.version_info, &second.nonce);
     nack.error_detail = Some(Default::default());
-    tx.send(Ok(nack)).unwrap();
+    h.req.send(Ok(nack)).unwrap();
     let nacked = || {
         registry.snapshot()[0]
             .types
@@ -133,8 +119,10 @@ async fn sotw_holds_a_version_once_its_response_is_acked() {
     );
 
     rotate(&cache, &registry, "v3");
-    let third = next(&mut rx).await;
-    tx.send(Ok(ask(&third.version_info, &third.nonce))).unwrap();
+    let third = h.next().await;
+    h.req
+        .send(Ok(ask(&third.version_info, &third.nonce)))
+        .unwrap();
     tokio::time::timeout(Duration::from_secs(2), async {
         while progress().nodes_current == 0 {
             tokio::task::yield_now().await;
@@ -149,23 +137,16 @@ async fn sotw_holds_a_version_once_its_response_is_acked() {
 async fn delta_holds_what_a_reconnecting_node_names_and_what_it_acks() {
     let registry = Arc::new(Registry::default());
     let (cache, r1) = cache_with("v1", &registry);
-    let (tx, req) = mpsc::unbounded_channel();
-    let (resp_tx, raw) = mpsc::channel(16);
-    let mut rx = decoded::<DeltaDiscoveryResponse>(raw);
-    let ctx = StreamCtx::new(&cache, &registry);
-    tokio::spawn(run_delta(
-        tokio_stream::wrappers::UnboundedReceiverStream::new(req),
-        resp_tx,
-        ctx,
-    ));
-    tx.send(Ok(DeltaDiscoveryRequest {
-        node: node(),
-        type_url: type_url::SECRET.into(),
-        resource_names_subscribe: vec![NAME.into()],
-        initial_resource_versions: [(NAME.to_string(), r1.version.clone())].into(),
-        ..Default::default()
-    }))
-    .unwrap();
+    let mut h = open_delta(StreamCtx::new(&cache, &registry));
+    h.req
+        .send(Ok(DeltaDiscoveryRequest {
+            node: node(),
+            type_url: type_url::SECRET.into(),
+            resource_names_subscribe: vec![NAME.into()],
+            initial_resource_versions: [(NAME.to_string(), r1.version.clone())].into(),
+            ..Default::default()
+        }))
+        .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     while registry.credentials.progress(NAME).unwrap().nodes_current == 0 {
         assert!(
@@ -177,15 +158,16 @@ async fn delta_holds_what_a_reconnecting_node_names_and_what_it_acks() {
     assert!(holds_current(&registry).await);
 
     rotate(&cache, &registry, "v2");
-    let pushed = next(&mut rx).await;
+    let pushed = h.next().await;
     assert_eq!(pushed.resources.len(), 1);
     assert!(!holds_current(&registry).await);
-    tx.send(Ok(DeltaDiscoveryRequest {
-        type_url: type_url::SECRET.into(),
-        response_nonce: pushed.nonce.clone(),
-        ..Default::default()
-    }))
-    .unwrap();
+    h.req
+        .send(Ok(DeltaDiscoveryRequest {
+            type_url: type_url::SECRET.into(),
+            response_nonce: pushed.nonce.clone(),
+            ..Default::default()
+        }))
+        .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     while !holds_current(&registry).await {
         assert!(

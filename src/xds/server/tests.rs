@@ -36,13 +36,44 @@ fn node() -> Option<Node> {
     })
 }
 
-struct Harness<Req, Resp> {
-    req: mpsc::UnboundedSender<Result<Req, Status>>,
+/// One stream served by its loop, with the test playing Envoy.
+pub(super) struct Harness<Req, Resp> {
+    pub(super) req: mpsc::UnboundedSender<Result<Req, Status>>,
     resp: mpsc::Receiver<Result<Resp, Status>>,
 }
 
+/// Serves one SotW stream from `ctx`.
+pub(super) fn open_sotw(ctx: StreamCtx) -> Harness<DiscoveryRequest, DiscoveryResponse> {
+    let (req_tx, req_rx) = mpsc::unbounded_channel();
+    let (resp_tx, raw_rx) = mpsc::channel(16);
+    tokio::spawn(run_sotw(
+        tokio_stream::wrappers::UnboundedReceiverStream::new(req_rx),
+        resp_tx,
+        ctx,
+    ));
+    Harness {
+        req: req_tx,
+        resp: decoded(raw_rx),
+    }
+}
+
+/// Serves one Delta stream from `ctx`.
+pub(super) fn open_delta(ctx: StreamCtx) -> Harness<DeltaDiscoveryRequest, DeltaDiscoveryResponse> {
+    let (req_tx, req_rx) = mpsc::unbounded_channel();
+    let (resp_tx, raw_rx) = mpsc::channel(16);
+    tokio::spawn(run_delta(
+        tokio_stream::wrappers::UnboundedReceiverStream::new(req_rx),
+        resp_tx,
+        ctx,
+    ));
+    Harness {
+        req: req_tx,
+        resp: decoded(raw_rx),
+    }
+}
+
 impl<Req, Resp> Harness<Req, Resp> {
-    async fn next(&mut self) -> Resp {
+    pub(super) async fn next(&mut self) -> Resp {
         tokio::time::timeout(Duration::from_secs(2), self.resp.recv())
             .await
             .expect("a response")
@@ -75,23 +106,9 @@ fn sotw_limited(
     cache: &Cache,
     limits: Limits,
 ) -> (Harness<DiscoveryRequest, DiscoveryResponse>, Arc<Registry>) {
-    let (req_tx, req_rx) = mpsc::unbounded_channel();
-    let (resp_tx, raw_rx) = mpsc::channel(16);
-    let resp_rx = decoded(raw_rx);
     let registry = Arc::new(Registry::default());
     let ctx = StreamCtx::new(cache, &registry).with_limits(limits);
-    tokio::spawn(run_sotw(
-        tokio_stream::wrappers::UnboundedReceiverStream::new(req_rx),
-        resp_tx,
-        ctx,
-    ));
-    (
-        Harness {
-            req: req_tx,
-            resp: resp_rx,
-        },
-        registry,
-    )
+    (open_sotw(ctx), registry)
 }
 
 fn delta(cache: &Cache) -> Harness<DeltaDiscoveryRequest, DeltaDiscoveryResponse> {
@@ -102,20 +119,8 @@ fn delta_limited(
     cache: &Cache,
     limits: Limits,
 ) -> Harness<DeltaDiscoveryRequest, DeltaDiscoveryResponse> {
-    let (req_tx, req_rx) = mpsc::unbounded_channel();
-    let (resp_tx, raw_rx) = mpsc::channel(16);
-    let resp_rx = decoded(raw_rx);
     let registry = Arc::new(Registry::default());
-    let ctx = StreamCtx::new(cache, &registry).with_limits(limits);
-    tokio::spawn(run_delta(
-        tokio_stream::wrappers::UnboundedReceiverStream::new(req_rx),
-        resp_tx,
-        ctx,
-    ));
-    Harness {
-        req: req_tx,
-        resp: resp_rx,
-    }
+    open_delta(StreamCtx::new(cache, &registry).with_limits(limits))
 }
 
 fn sotw_req(t: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
